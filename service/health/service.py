@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from service import db
 from service.health import repository
@@ -17,10 +19,11 @@ def check_database(*, timeout_s: float) -> None:
 
 def check_broker(*, timeout_s: float) -> None:
     with get_celery().connection_for_write(connect_timeout=timeout_s) as conn:
-        conn.ensure_connection(max_retries=1, timeout=timeout_s)
+        conn.ensure_connection(max_retries=1, timeout=math.ceil(timeout_s))
         # Opening a channel and declaring the default queue proves the broker answers,
         # for every transport (the SQLAlchemy one connects lazily).
-        conn.default_channel.queue_declare(queue="celery", durable=True, auto_delete=False)
+        channel: Any = conn.default_channel
+        channel.queue_declare(queue="celery", durable=True, auto_delete=False)
 
 
 def live_workers() -> int:

@@ -1,0 +1,74 @@
+"""Helpers shared by tests: databases on the test server, free ports, waiting."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from contextlib import closing
+from typing import TypeVar
+
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+from service.db import sqlalchemy_url
+
+T = TypeVar("T")
+
+
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy URL as a plain libpq URL (for psycopg.connect)."""
+    parsed = make_url(url).set(drivername="postgresql")
+    return parsed.render_as_string(hide_password=False)
+
+
+def with_database(url: str, database: str) -> str:
+    return sqlalchemy_url(make_url(url).set(database=database).render_as_string(False))
+
+
+def recreate_database(admin_url: str, name: str) -> None:
+    with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
+        drop_database(conn, name)
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def drop_database(conn: psycopg.Connection, name: str) -> None:
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def drop(admin_url: str, name: str) -> None:
+    with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
+        drop_database(conn, name)
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.settimeout(timeout)
+        return sock.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(probe: Callable[[], T | None], *, timeout: float, interval: float = 0.2) -> T:
+    """Poll `probe` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = probe()
+            if result:
+                return result
+        except Exception as exc:  # the thing we wait for may not be up yet
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last error: {last_error!r})")
+
+
+def worker_id() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")

@@ -1,0 +1,90 @@
+"""The README's run command: everything on the embedded PostgreSQL, then a clean stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests import support
+
+
+@pytest.mark.slow
+def test_serve_runs_api_worker_scheduler_on_embedded_postgres(tmp_path: Path) -> None:
+    port = support.free_port()
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL")}
+    env.update(DATA_DIR=str(data_dir), PORT=str(port), HEARTBEAT_INTERVAL_S="1")
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    children: list[psutil.Process] = []
+    try:
+
+        def ready_with_a_worker() -> dict | None:
+            body = httpx.get(f"{base}/readyz", timeout=5).json()
+            return body if body.get("live_workers") else None
+
+        body = support.wait_for(ready_with_a_worker, timeout=120, interval=0.5)
+        assert body["checks"] == {"database": "ok", "broker": "ok"}
+        children = psutil.Process(serve.pid).children(recursive=True)
+
+        # A second command attaches to the same embedded server.
+        created = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "service.cli",
+                "create-api-key",
+                "--name",
+                "smoke",
+                "--scope",
+                "admin",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        key = created.stdout.strip().splitlines()[-1]
+        me = httpx.get(f"{base}/v1/api-keys/me", headers={"Authorization": f"Bearer {key}"})
+        assert me.status_code == 200
+        assert me.json()["name"] == "smoke"
+
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=60) == 0, log.read_text()[-3000:]
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, f"still running after stop: {[p.pid for p in alive]}"
+        assert not any(str(data_dir) in " ".join(p.cmdline()) for p in _postgres_processes())
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+        for child in children:
+            if child.is_running():
+                child.kill()
+
+
+def _postgres_processes() -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] == "postgres":
+            try:
+                proc.cmdline()
+                found.append(proc)
+            except psutil.NoSuchProcess:
+                pass
+    return found
