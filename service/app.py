@@ -9,8 +9,11 @@ from fastapi.openapi.utils import get_openapi
 
 from service import errors
 from service.auth.router import router as auth_router
+from service.events.router import router as events_router
+from service.events.webhooks import router as webhooks_router
 from service.health.router import router as health_router
 from service.logging import RequestLogMiddleware, configure
+from service.profiles.router import router as profiles_router
 from service.settings import get_settings
 
 TITLE = "Personalize"
@@ -32,6 +35,9 @@ def create_app() -> FastAPI:
     app.add_middleware(RequestLogMiddleware)
     app.include_router(health_router)
     app.include_router(auth_router)
+    app.include_router(events_router)
+    app.include_router(webhooks_router)
+    app.include_router(profiles_router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

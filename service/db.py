@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
+from fastapi import Depends
 from sqlalchemy import MetaData, create_engine
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -83,6 +84,10 @@ def session_dependency() -> Iterator[Session]:
     """
     with transaction() as session:
         yield session
+
+
+# The session of an HTTP request: `session: DbSession` in an endpoint's signature.
+DbSession = Annotated[Session, Depends(session_dependency, scope="function")]
 
 
 @contextmanager

@@ -6,12 +6,14 @@ files under DATA_DIR/postgres, and stops when the last process holding it exits.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import psycopg
 import structlog
 
+from service import crypto
 from service.db import sqlalchemy_url
 from service.settings import get_settings
 
@@ -50,5 +52,22 @@ def ensure_database_url(data_dir: Path) -> str:
     if not url:
         url = start(data_dir)
         os.environ["DATABASE_URL"] = url
+        _ensure_local_keys(data_dir)
         get_settings.cache_clear()
     return url
+
+
+def _ensure_local_keys(data_dir: Path) -> None:
+    """The embedded default keeps its identity and encryption keys beside its data, so
+    the data stays readable across restarts. A deployment sets them in the environment
+    (every host must share them)."""
+    path = data_dir / "keys.json"
+    if not path.exists():
+        hash_key, fernet_key = crypto.new_keys()
+        path.write_text(
+            json.dumps({"identity_hash_key": hash_key, "pii_encryption_keys": fernet_key})
+        )
+        path.chmod(0o600)
+    keys = json.loads(path.read_text())
+    os.environ.setdefault("IDENTITY_HASH_KEY", keys["identity_hash_key"])
+    os.environ.setdefault("PII_ENCRYPTION_KEYS", keys["pii_encryption_keys"])

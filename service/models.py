@@ -2,6 +2,8 @@
 
 from service.auth import models as auth_models
 from service.db import Base
+from service.events import models as events_models
 from service.health import models as health_models
+from service.profiles import models as profiles_models
 
-__all__ = ["Base", "auth_models", "health_models"]
+__all__ = ["Base", "auth_models", "events_models", "health_models", "profiles_models"]

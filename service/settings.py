@@ -38,6 +38,40 @@ class Settings(BaseSettings):
     # Worker liveness: how often each worker records a heartbeat.
     heartbeat_interval_s: float = Field(default=30.0, gt=0)
 
+    # Identity and contact data. IDENTITY_HASH_KEY keys the HMAC under which emails and
+    # phones are matched; PII_ENCRYPTION_KEYS (comma-separated Fernet keys, newest
+    # first) encrypt the raw values. The embedded default creates both under DATA_DIR.
+    identity_hash_key: str | None = None
+    pii_encryption_keys: str | None = None
+    # Values that never identify anyone (shared test emails, placeholder ids): never
+    # matched, never merged on.
+    identity_blocklist: list[str] = Field(
+        default_factory=lambda: [
+            "test@test.com",
+            "test@example.com",
+            "noreply@example.com",
+            "null",
+            "undefined",
+            "none",
+            "0",
+        ]
+    )
+    default_phone_region: str = "US"
+
+    # Webhooks: per source, the accepted signing secrets (two during a rotation), as
+    # JSON: {"shopify": ["new", "old"], "woocommerce": ["…"], "bigcommerce": ["…"]}.
+    webhook_secrets: dict[str, list[str]] = Field(default_factory=dict)
+    webhook_tolerance_s: int = Field(default=300, ge=1)
+    webhook_max_bytes: int = Field(default=1_048_576, ge=1024)
+
+    # Events API limits, as Segment's: 500 KB a batch, 32 KB an event, 500 events.
+    events_max_batch_bytes: int = Field(default=512_000, ge=1024)
+    events_max_event_bytes: int = Field(default=32_768, ge=256)
+    events_max_batch: int = Field(default=500, ge=1)
+
+    # How often RFM scores are recomputed across the customer base.
+    rfm_interval_s: float = Field(default=3600.0, gt=0)
+
     # Environment name, shown in logs.
     environment: str = "development"
 

@@ -21,7 +21,7 @@ from service import db
 from service.settings import get_settings
 
 # Domain modules whose tasks the worker registers.
-TASK_MODULES = ["service.health.tasks"]
+TASK_MODULES = ["service.health.tasks", "service.profiles.tasks"]
 
 
 def broker_url() -> str:
@@ -56,6 +56,10 @@ def make_celery() -> Celery:
             "heartbeat": {
                 "task": "service.health.tasks.record_heartbeat",
                 "schedule": timedelta(seconds=settings.heartbeat_interval_s),
+            },
+            "rfm": {
+                "task": "service.profiles.tasks.recompute_rfm",
+                "schedule": timedelta(seconds=settings.rfm_interval_s),
             },
         },
         timezone="UTC",

@@ -7,17 +7,15 @@ from typing import Annotated
 
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
 
 from service.auth import service
 from service.auth.models import ApiKey
 from service.auth.service import Scope
-from service.db import session_dependency
+from service.db import DbSession
 from service.errors import ProblemError
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer pk_…`")
 
-DbSession = Annotated[Session, Depends(session_dependency, scope="function")]
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 

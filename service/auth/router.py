@@ -5,10 +5,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from service.auth import service
-from service.auth.dependencies import DbSession, authenticated, require
+from service.auth.dependencies import authenticated, require
 from service.auth.models import ApiKey
 from service.auth.schemas import ApiKeyOut
 from service.auth.service import Scope
+from service.db import DbSession
 from service.errors import problem_responses
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])

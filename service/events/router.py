@@ -1,0 +1,94 @@
+"""The events API (Segment spec) and the quarantine."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Query
+
+from service.auth.dependencies import require
+from service.auth.models import ApiKey
+from service.auth.service import Scope
+from service.db import DbSession
+from service.errors import FieldError, ProblemError, problem_responses
+from service.events import repository, service
+from service.events.schemas import (
+    EventsRequest,
+    EventsResponse,
+    QuarantineItem,
+    ReplayResult,
+)
+from service.settings import get_settings
+
+router = APIRouter(prefix="/v1", tags=["events"])
+_settings = get_settings()
+
+
+@router.post(
+    "/events",
+    response_model=EventsResponse,
+    responses=problem_responses(401, 403, 413, 422, 500),
+    max_body_size=_settings.events_max_batch_bytes,
+)
+def post_events(
+    session: DbSession,
+    _: Annotated[ApiKey, Depends(require(Scope.INGEST))],
+    payload: Annotated[EventsRequest, Body()],
+) -> EventsResponse:
+    """Track, identify and page events: one event, or `{"batch": [...]}` of up to 500
+    (500 KB; 32 KB an event). Each event's result is reported: `accepted`, `duplicate`
+    (its `messageId` was seen before) or `rejected` with the reason and field; a
+    rejected event is quarantined and never rejects the rest."""
+    raw: list[Any] = payload.batch if payload.batch is not None else [payload.model_extra or {}]
+    if not raw:
+        raise ProblemError(
+            422, "The batch is empty.", errors=[FieldError(field="body.batch", message="empty")]
+        )
+    results = service.ingest_api_events(session, raw_events=raw)
+    count = {s: sum(r.status == s for r in results) for s in ("accepted", "duplicate", "rejected")}
+    return EventsResponse(
+        accepted=count["accepted"],
+        duplicates=count["duplicate"],
+        rejected=count["rejected"],
+        results=results,
+    )
+
+
+@router.get(
+    "/quarantine",
+    response_model=list[QuarantineItem],
+    responses=problem_responses(401, 403, 422, 500),
+    tags=["quarantine"],
+)
+def list_quarantine(
+    session: DbSession,
+    _: Annotated[ApiKey, Depends(require(Scope.ADMIN))],
+    status: Literal["held", "replayed"] | None = "held",
+    after: Annotated[int | None, Query(description="Return items with a larger id")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[QuarantineItem]:
+    """Inputs that could not be mapped or validated, with the reason (scope `admin`)."""
+    items = repository.quarantine_page(session, status=status, after_id=after, limit=limit)
+    return [QuarantineItem.model_validate(i) for i in items]
+
+
+@router.post(
+    "/quarantine/{item_id}/replay",
+    response_model=ReplayResult,
+    responses=problem_responses(401, 403, 404, 422, 500),
+    tags=["quarantine"],
+)
+def replay_quarantined(
+    item_id: int, session: DbSession, _: Annotated[ApiKey, Depends(require(Scope.ADMIN))]
+) -> ReplayResult:
+    """Map a quarantined item again (after a fix) and store its events; 422 with the
+    reason if it still fails (the item stays held)."""
+    try:
+        outcome = service.replay(session, item_id=item_id)
+    except service.ReplayFailed as exc:
+        errors = [FieldError(field=exc.field, message=exc.reason)] if exc.field else None
+        raise ProblemError(422, f"Still cannot be mapped: {exc.reason}", errors=errors) from exc
+    if outcome is None:
+        raise ProblemError(404, f"No quarantined item {item_id}.")
+    status, events = outcome
+    return ReplayResult(id=item_id, status=status, events=events)

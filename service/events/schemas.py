@@ -1,0 +1,87 @@
+"""The events API's shapes: Segment spec events, and the per-event results."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Id = Field(default=None, min_length=1, max_length=255)
+
+
+class ApiEvent(BaseModel):
+    """One event as the Segment spec shapes it (extra fields such as `sentAt`,
+    `integrations` or `version` are accepted and ignored)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    type: Literal["track", "identify", "page"]
+    event: str | None = Field(default=None, min_length=1, max_length=255)
+    name: str | None = Field(default=None, max_length=255)
+    user_id: str | None = Field(default=None, alias="userId", min_length=1, max_length=255)
+    anonymous_id: str | None = Field(
+        default=None, alias="anonymousId", min_length=1, max_length=255
+    )
+    message_id: str | None = Field(default=None, alias="messageId", min_length=1, max_length=255)
+    timestamp: datetime | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+    traits: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _required(self) -> ApiEvent:
+        if self.type == "track" and not self.event:
+            raise ValueError("a track event needs `event`, its name")
+        if not self.user_id and not self.anonymous_id:
+            raise ValueError("an event needs `userId` or `anonymousId`")
+        return self
+
+
+class EventsRequest(BaseModel):
+    """A batch (`{"batch": [...]}`) or one event object. Each event is validated on its
+    own: a bad event is rejected (and quarantined) without rejecting the batch."""
+
+    model_config = ConfigDict(extra="allow")
+
+    batch: list[dict[str, Any]] | None = Field(default=None, max_length=500)
+
+
+class EventResult(BaseModel):
+    index: int
+    message_id: str | None
+    status: Literal["accepted", "duplicate", "rejected"]
+    reason: str | None = None
+    field: str | None = None
+
+
+class EventsResponse(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: int
+    results: list[EventResult]
+
+
+class WebhookAck(BaseModel):
+    status: Literal["processed", "duplicate", "ignored", "quarantined", "ping"]
+    events: int = 0
+
+
+class QuarantineItem(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    source: str
+    topic: str | None
+    reason: str
+    field: str | None
+    status: str
+    received_at: datetime
+    replayed_at: datetime | None
+    payload: Any | None = None
+
+
+class ReplayResult(BaseModel):
+    id: int
+    status: str
+    events: int

@@ -1,0 +1,307 @@
+"""Intake: webhooks and API events become stored canonical events, each exactly once.
+
+Everything here runs inside the caller's transaction; the request commits it before
+answering, so an accepted event is durable before the 2xx.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from service.events import platforms, repository
+from service.events.canonical import CanonicalEvent, Identifiers, IgnoredTopic, MappingError
+from service.events.schemas import ApiEvent, EventResult
+from service.profiles import service as profiles
+from service.settings import get_settings
+
+API_SOURCE = "api"
+
+
+@dataclass(frozen=True)
+class Stored:
+    accepted: set[tuple[str, str]]
+    duplicates: set[tuple[str, str]]
+
+
+def store(
+    session: Session, *, events: Sequence[CanonicalEvent], delivery: int | None = None
+) -> Stored:
+    """Resolve, store and apply events. A message id seen before (now, earlier in the
+    batch, or by a concurrent transaction) is a duplicate with no effect."""
+    unique: dict[tuple[str, str], CanonicalEvent] = {}
+    for event in events:
+        unique.setdefault((event.source, event.message_id), event)
+    known = repository.known_message_ids(session, unique)
+    fresh = [e for key, e in unique.items() if key not in known]
+    customers = profiles.resolve(session, fresh)
+    received_at = datetime.now(UTC)
+    inserted = repository.insert_events(
+        session,
+        [
+            {
+                "source": e.source,
+                "message_id": e.message_id,
+                "customer_id": customer,
+                "type": e.type,
+                "name": e.name,
+                "occurred_at": e.occurred_at,
+                "received_at": received_at,
+                "properties": e.properties if e.type != "identify" else e.traits,
+                "context": e.context,
+                "delivery_id": delivery,
+            }
+            for e, customer in zip(fresh, customers, strict=True)
+        ],
+    )
+    profiles.apply(
+        session,
+        [
+            (e, c)
+            for e, c in zip(fresh, customers, strict=True)
+            if (e.source, e.message_id) in inserted
+        ],
+    )
+    all_keys = {(e.source, e.message_id) for e in events}
+    return Stored(accepted=inserted, duplicates=all_keys - inserted)
+
+
+# --- webhooks ---------------------------------------------------------------------
+
+
+def map_delivery(
+    *, source: str, topic: str | None, payload: Any, delivery_id: str
+) -> list[CanonicalEvent]:
+    if not isinstance(payload, dict):
+        raise MappingError("the body is not a JSON object")
+    if source == "shopify":
+        return platforms.map_shopify(topic=topic or "", payload=payload, delivery_id=delivery_id)
+    if source == "woocommerce":
+        return platforms.map_woocommerce(
+            topic=topic or "", payload=payload, delivery_id=delivery_id
+        )
+    if source == "stripe":
+        return platforms.map_stripe(payload=payload)
+    return platforms.map_standard(source=source, payload=payload, delivery_id=delivery_id)
+
+
+def receive_webhook(
+    session: Session,
+    *,
+    source: str,
+    delivery_id: str,
+    topic: str | None,
+    headers: dict[str, str],
+    body: bytes,
+) -> tuple[str, int]:
+    """Store a verified delivery and what it maps to; returns (status, events stored).
+
+    A delivery that cannot be mapped is kept (delivery row + quarantine entry) and
+    acknowledged: retrying would not fix it, replaying after a fix will.
+    """
+    delivery = repository.insert_delivery(
+        session, source=source, delivery_id=delivery_id, topic=topic, headers=headers, body=body
+    )
+    if delivery is None:
+        return "duplicate", 0
+    status, count = _map_and_store(
+        session, source=source, topic=topic, body=body, delivery=delivery, delivery_id=delivery_id
+    )
+    repository.set_delivery_status(session, delivery=delivery, status=status)
+    return status, count
+
+
+def _map_and_store(
+    session: Session,
+    *,
+    source: str,
+    topic: str | None,
+    body: bytes,
+    delivery: int,
+    delivery_id: str,
+) -> tuple[str, int]:
+    try:
+        payload = json.loads(body)
+        events = map_delivery(source=source, topic=topic, payload=payload, delivery_id=delivery_id)
+    except IgnoredTopic:
+        return "ignored", 0
+    except MappingError as exc:
+        repository.quarantine(
+            session,
+            source=source,
+            topic=topic,
+            delivery=delivery,
+            reason=exc.reason,
+            field=exc.field,
+        )
+        return "quarantined", 0
+    except ValueError as exc:  # not JSON
+        repository.quarantine(
+            session,
+            source=source,
+            topic=topic,
+            delivery=delivery,
+            reason=f"the body is not valid JSON: {exc}",
+        )
+        return "quarantined", 0
+    stored = store(session, events=events, delivery=delivery)
+    return "processed", len(stored.accepted)
+
+
+# --- the events API ---------------------------------------------------------------
+
+
+def to_canonical(event: ApiEvent, *, raw: dict[str, Any], received_at: datetime) -> CanonicalEvent:
+    traits = dict(event.traits)
+    found = event.context.get("traits")
+    context_traits: dict[str, Any] = found if isinstance(found, dict) else {}
+    email = (
+        traits.pop("email", None) or event.properties.get("email") or context_traits.get("email")
+    )
+    phone = traits.pop("phone", None) or context_traits.get("phone")
+    # Raw contact data travels only as identifiers; it is hashed and encrypted there.
+    context = {k: v for k, v in event.context.items() if k not in ("traits", "ip")}
+    occurred = event.timestamp or received_at
+    if occurred.tzinfo is None:
+        occurred = occurred.replace(tzinfo=UTC)
+    return CanonicalEvent(
+        source=API_SOURCE,
+        message_id=event.message_id or _content_id(raw),
+        type=event.type,
+        name=event.event if event.type == "track" else event.name,
+        occurred_at=occurred.astimezone(UTC),
+        identifiers=Identifiers(
+            user_id=event.user_id,
+            anonymous_id=event.anonymous_id,
+            email=str(email) if email else None,
+            phone=str(phone) if phone else None,
+            loyalty_number=_str_or_none(traits.get("loyalty_number")),
+        ),
+        properties={k: v for k, v in event.properties.items() if k != "email"},
+        traits=traits if event.type == "identify" else {},
+        context=context,
+    )
+
+
+def ingest_api_events(session: Session, *, raw_events: Sequence[Any]) -> list[EventResult]:
+    """Validate each event on its own, quarantine the bad ones, store the rest."""
+    settings = get_settings()
+    received_at = datetime.now(UTC)
+    results: list[EventResult] = []
+    good: list[tuple[int, CanonicalEvent]] = []
+    for index, raw in enumerate(raw_events):
+        message_id = raw.get("messageId") if isinstance(raw, dict) else None
+        try:
+            if not isinstance(raw, dict):
+                raise MappingError("an event must be a JSON object")
+            if len(json.dumps(raw, default=str)) > settings.events_max_event_bytes:
+                raise MappingError(
+                    f"the event is larger than {settings.events_max_event_bytes} bytes"
+                )
+            event = to_canonical(ApiEvent.model_validate(raw), raw=raw, received_at=received_at)
+        except (MappingError, ValidationError) as exc:
+            reason, field = _describe(exc)
+            repository.quarantine(
+                session,
+                source=API_SOURCE,
+                reason=reason,
+                field=field,
+                payload=raw if isinstance(raw, dict | list) else None,
+            )
+            results.append(
+                EventResult(
+                    index=index,
+                    message_id=_str_or_none(message_id),
+                    status="rejected",
+                    reason=reason,
+                    field=field,
+                )
+            )
+            continue
+        good.append((index, event))
+        results.append(EventResult(index=index, message_id=event.message_id, status="accepted"))
+
+    stored = store(session, events=[e for _, e in good])
+    for index, event in good:
+        if (event.source, event.message_id) not in stored.accepted:
+            results[index] = results[index].model_copy(update={"status": "duplicate"})
+    # Two copies of one message in the same batch: the second is the duplicate.
+    seen: set[str] = set()
+    for index, event in good:
+        if event.message_id in seen and results[index].status == "accepted":
+            results[index] = results[index].model_copy(update={"status": "duplicate"})
+        seen.add(event.message_id)
+    return results
+
+
+def _describe(exc: MappingError | ValidationError) -> tuple[str, str | None]:
+    if isinstance(exc, MappingError):
+        return exc.reason, exc.field
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or None
+    return first["msg"], field
+
+
+def _content_id(raw: dict[str, Any]) -> str:
+    """An id for an event sent without `messageId`: the same content, the same id."""
+    digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
+    return f"sha256:{digest}"
+
+
+def _str_or_none(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None
+
+
+# --- quarantine -------------------------------------------------------------------
+
+
+class ReplayFailed(Exception):
+    def __init__(self, reason: str, field: str | None) -> None:
+        super().__init__(reason)
+        self.reason, self.field = reason, field
+
+
+def replay(session: Session, *, item_id: int) -> tuple[str, int] | None:
+    """Map a quarantined item again with the current code and store its events.
+
+    Returns None if there is no such item; raises ReplayFailed (the item stays held)
+    if it still cannot be mapped. Replaying a replayed item does nothing.
+    """
+    item = repository.get_quarantined_for_update(session, item_id)
+    if item is None:
+        return None
+    if item.status == "replayed":
+        return "replayed", 0
+    try:
+        if item.delivery_id is not None:
+            delivery = repository.get_delivery(session, item.delivery_id)
+            assert delivery is not None  # a foreign key guarantees it
+            events = map_delivery(
+                source=delivery.source,
+                topic=delivery.topic,
+                payload=json.loads(delivery.body),
+                delivery_id=delivery.delivery_id,
+            )
+        else:
+            raw = item.payload if isinstance(item.payload, dict) else {}
+            events = [
+                to_canonical(ApiEvent.model_validate(raw), raw=raw, received_at=item.received_at)
+            ]
+    except IgnoredTopic as exc:
+        raise ReplayFailed(f"the topic is not used: {exc}", None) from exc
+    except (MappingError, ValidationError) as exc:
+        raise ReplayFailed(*_describe(exc)) from exc
+    except ValueError as exc:
+        raise ReplayFailed(f"the body is not valid JSON: {exc}", None) from exc
+    stored = store(session, events=events, delivery=item.delivery_id)
+    if item.delivery_id is not None:
+        repository.set_delivery_status(session, delivery=item.delivery_id, status="processed")
+    repository.mark_replayed(session, item)
+    return "replayed", len(stored.accepted)

@@ -1,0 +1,184 @@
+"""Webhook endpoints: verify the platform's signature over the raw body, then store.
+
+A missing or wrong signature gets 401 and nothing is stored. A verified delivery is
+stored (and what it maps to) before the 2xx; a redelivery gets 200 and no effect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request
+
+from service.db import DbSession
+from service.errors import ProblemError, problem_responses
+from service.events import service, signatures
+from service.events.schemas import WebhookAck
+from service.settings import get_settings
+
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+
+_MAX_BYTES = get_settings().webhook_max_bytes
+_RESPONSES = problem_responses(400, 401, 404, 413, 500)
+_SOURCE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+# Headers worth keeping with a delivery. Signatures are never stored.
+_KEPT = (
+    "x-shopify-topic",
+    "x-shopify-shop-domain",
+    "x-shopify-api-version",
+    "x-shopify-webhook-id",
+    "x-shopify-event-id",
+    "x-shopify-triggered-at",
+    "x-wc-webhook-source",
+    "x-wc-webhook-topic",
+    "x-wc-webhook-id",
+    "x-wc-webhook-delivery-id",
+    "webhook-id",
+    "webhook-timestamp",
+    "content-type",
+    "user-agent",
+)
+
+
+async def raw_body(request: Request) -> bytes:
+    return await request.body()
+
+
+RawBody = Annotated[bytes, Depends(raw_body)]
+
+
+def _secrets(source: str) -> list[str]:
+    secrets = get_settings().webhook_secrets.get(source)
+    if not secrets:
+        raise ProblemError(404, f"No webhook source '{source}' is configured.")
+    return secrets
+
+
+def _verify(
+    check: Callable[..., None], body: bytes, headers: Mapping[str, str], source: str, **options: Any
+) -> None:
+    try:
+        check(body, headers, _secrets(source), **options)
+    except signatures.SignatureError as exc:
+        raise ProblemError(401, f"Webhook signature rejected: {exc.reason}.") from exc
+
+
+def _kept(headers: Mapping[str, str]) -> dict[str, str]:
+    return {name: headers[name][:255] for name in _KEPT if name in headers}
+
+
+def _require(headers: Mapping[str, str], name: str) -> str:
+    value = headers.get(name.lower())
+    if not value:
+        raise ProblemError(400, f"The {name} header is missing.")
+    return value[:200]
+
+
+def _json_field(body: bytes, *names: str) -> str | None:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    return next((str(payload[n]) for n in names if payload.get(n)), None)
+
+
+@router.post("/shopify", response_model=WebhookAck, responses=_RESPONSES, max_body_size=_MAX_BYTES)
+def shopify(request: Request, body: RawBody, session: DbSession) -> WebhookAck:
+    """Shopify HTTPS webhooks (`X-Shopify-Hmac-Sha256`). Deduplicated on the topic and
+    `X-Shopify-Event-Id`."""
+    _verify(signatures.verify_shopify, body, request.headers, "shopify")
+    topic = _require(request.headers, "X-Shopify-Topic")
+    event_id = _require(request.headers, "X-Shopify-Event-Id")
+    status, count = service.receive_webhook(
+        session,
+        source="shopify",
+        delivery_id=f"{topic}:{event_id}",
+        topic=topic,
+        headers=_kept(request.headers),
+        body=body,
+    )
+    return WebhookAck(status=status, events=count)
+
+
+@router.post(
+    "/woocommerce", response_model=WebhookAck, responses=_RESPONSES, max_body_size=_MAX_BYTES
+)
+def woocommerce(request: Request, body: RawBody, session: DbSession) -> WebhookAck:
+    """WooCommerce webhooks (`X-WC-Webhook-Signature`), deduplicated on
+    `X-WC-Webhook-Delivery-ID`. The unsigned ping sent when a webhook is created gets 200."""
+    if "x-wc-webhook-signature" not in request.headers and signatures.is_woocommerce_ping(
+        body, request.headers.get("content-type")
+    ):
+        _secrets("woocommerce")
+        return WebhookAck(status="ping")
+    _verify(signatures.verify_woocommerce, body, request.headers, "woocommerce")
+    topic = _require(request.headers, "X-WC-Webhook-Topic")
+    delivery_id = _require(request.headers, "X-WC-Webhook-Delivery-ID")
+    status, count = service.receive_webhook(
+        session,
+        source="woocommerce",
+        delivery_id=delivery_id,
+        topic=topic,
+        headers=_kept(request.headers),
+        body=body,
+    )
+    return WebhookAck(status=status, events=count)
+
+
+@router.post("/stripe", response_model=WebhookAck, responses=_RESPONSES, max_body_size=_MAX_BYTES)
+def stripe(request: Request, body: RawBody, session: DbSession) -> WebhookAck:
+    """Stripe webhooks (`Stripe-Signature`, 5-minute tolerance), deduplicated on the
+    event id in the body."""
+    _verify(
+        signatures.verify_stripe,
+        body,
+        request.headers,
+        "stripe",
+        tolerance_s=get_settings().webhook_tolerance_s,
+    )
+    delivery_id = _json_field(body, "id") or "sha256:" + hashlib.sha256(body).hexdigest()
+    status, count = service.receive_webhook(
+        session,
+        source="stripe",
+        delivery_id=delivery_id,
+        topic=_json_field(body, "type"),
+        headers=_kept(request.headers),
+        body=body,
+    )
+    return WebhookAck(status=status, events=count)
+
+
+@router.post("/{source}", response_model=WebhookAck, responses=_RESPONSES, max_body_size=_MAX_BYTES)
+def standard(
+    request: Request,
+    body: RawBody,
+    session: DbSession,
+    source: Annotated[str, Path(description="The sender's name, as configured in WEBHOOK_SECRETS")],
+) -> WebhookAck:
+    """Any sender using Standard Webhooks (`webhook-id`, `webhook-timestamp`,
+    `webhook-signature`; BigCommerce signs this way), deduplicated on `webhook-id`."""
+    if not _SOURCE.match(source):
+        raise ProblemError(404, f"No webhook source '{source[:64]}' is configured.")
+    _verify(
+        signatures.verify_standard_webhooks,
+        body,
+        request.headers,
+        source,
+        tolerance_s=get_settings().webhook_tolerance_s,
+    )
+    status, count = service.receive_webhook(
+        session,
+        source=source,
+        delivery_id=_require(request.headers, "webhook-id"),
+        topic=_json_field(body, "scope", "type", "event"),
+        headers=_kept(request.headers),
+        body=body,
+    )
+    return WebhookAck(status=status, events=count)
