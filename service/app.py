@@ -6,10 +6,12 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
 
 from service import errors
 from service.auth.router import router as auth_router
 from service.events.router import router as events_router
+from service.events.schemas import ApiEvent, EventsBatch
 from service.events.webhooks import router as webhooks_router
 from service.health.router import router as health_router
 from service.logging import RequestLogMiddleware, configure
@@ -18,6 +20,15 @@ from service.settings import get_settings
 
 TITLE = "Personalize"
 VERSION = "0.1.0"
+
+
+def add_schemas(openapi: dict[str, Any], *models: type[BaseModel]) -> None:
+    """Register models that endpoints document by reference (bodies read by hand)."""
+    components = openapi.setdefault("components", {}).setdefault("schemas", {})
+    for model in models:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}", by_alias=True)
+        components.update(schema.pop("$defs", {}))
+        components[model.__name__] = schema
 
 
 def create_app() -> FastAPI:
@@ -48,6 +59,7 @@ def create_app() -> FastAPI:
                 routes=app.routes,
             )
             errors.add_problem_schemas(schema)
+            add_schemas(schema, EventsBatch, ApiEvent)
             app.openapi_schema = schema
         return app.openapi_schema
 

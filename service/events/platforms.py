@@ -314,7 +314,8 @@ def _shopify_identifiers(body: _Node) -> Identifiers:
 def _shopify_line_value(line: _Node) -> Decimal:
     if line.has("line_price"):
         return line.amount("line_price")
-    return line.amount("price") * (line.opt_int("quantity") or 0)
+    with localcontext(prec=_SUM_PRECISION):  # exact, as `_sum`
+        return line.amount("price") * (line.opt_int("quantity") or 0)
 
 
 def _shopify_cart_currency(lines: list[_Node]) -> str | None:
@@ -693,8 +694,8 @@ def map_woocommerce(
 # Stripe amounts are integers in the currency's minor unit. Exponent 2 unless listed
 # (docs.stripe.com/currencies: zero-decimal and three-decimal currencies).
 _ZERO_DECIMAL = frozenset(
-    {"BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND"}
-    | {"VUV", "XAF", "XOF", "XPF"}
+    {"BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND", "VUV"}
+    | {"XAF", "XOF", "XPF"}
 )
 _THREE_DECIMAL = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
 
@@ -960,16 +961,24 @@ def _segment_properties(body: _Node) -> dict[str, Any]:
     return values
 
 
-def _segment_identifiers(body: _Node, traits: _Node) -> Identifiers:
+def _segment_identifiers(body: _Node) -> Identifiers:
+    # As the events API reads a Segment call: contact data from traits, else from
+    # context.traits.
+    traits = body.child_or_empty("traits")
+    context_traits = body.child_or_empty("context").child_or_empty("traits")
     identifiers = Identifiers(
         user_id=body.opt_id("userId"),
         anonymous_id=body.opt_id("anonymousId"),
-        email=traits.text("email"),
-        phone=traits.text("phone"),
+        email=traits.text("email") or context_traits.text("email"),
+        phone=traits.text("phone") or context_traits.text("phone"),
     )
     if identifiers.user_id is None and identifiers.anonymous_id is None:
         raise MappingError("a Segment event needs userId or anonymousId", field="userId")
     return identifiers
+
+
+def _without(node: _Node, *keys: str) -> dict[str, Any]:
+    return {key: value for key, value in node.data.items() if key not in keys}
 
 
 def _segment_event(delivery: _Delivery) -> list[CanonicalEvent]:
@@ -978,20 +987,17 @@ def _segment_event(delivery: _Delivery) -> list[CanonicalEvent]:
     name = {"track": body.text("event"), "page": body.text("name"), "identify": None}[type_]
     if type_ == "track" and name is None:
         raise MappingError("a track event needs an event name", field="event")
-    traits = body.child_or_empty("traits")
-    # Email and phone travel only in identifiers, never in JSONB; so do context.traits.
-    kept_traits = {k: v for k, v in traits.data.items() if k not in ("email", "phone")}
-    context = body.opt_child("context")
-    kept_context = {k: v for k, v in context.data.items() if k != "traits"} if context else {}
     return [
         delivery.event(
             type=type_,
             name=name,
             occurred_at=body.iso_time("timestamp"),
-            identifiers=_segment_identifiers(body, traits),
+            identifiers=_segment_identifiers(body),
             properties=_segment_properties(body),
-            traits=kept_traits,
-            context=kept_context,
+            # Contact data travels only in identifiers, never in JSONB; like the events
+            # API, the context keeps neither its traits nor the IP address.
+            traits=_without(body.child_or_empty("traits"), "email", "phone"),
+            context=_without(body.child_or_empty("context"), "traits", "ip"),
         )
     ]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Depends, Query
 
 from service.auth.dependencies import require
 from service.auth.models import ApiKey
@@ -12,8 +12,8 @@ from service.auth.service import Scope
 from service.db import DbSession
 from service.errors import FieldError, ProblemError, problem_responses
 from service.events import repository, service
+from service.events.body import limited_body, parse_json
 from service.events.schemas import (
-    EventsRequest,
     EventsResponse,
     QuarantineItem,
     ReplayResult,
@@ -28,22 +28,32 @@ _settings = get_settings()
     "/events",
     response_model=EventsResponse,
     responses=problem_responses(401, 403, 413, 422, 500),
-    max_body_size=_settings.events_max_batch_bytes,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            {"$ref": "#/components/schemas/EventsBatch"},
+                            {"$ref": "#/components/schemas/ApiEvent"},
+                        ]
+                    }
+                }
+            },
+        }
+    },
 )
 def post_events(
     session: DbSession,
     _: Annotated[ApiKey, Depends(require(Scope.INGEST))],
-    payload: Annotated[EventsRequest, Body()],
+    body: Annotated[bytes, Depends(limited_body(_settings.events_max_batch_bytes))],
 ) -> EventsResponse:
     """Track, identify and page events: one event, or `{"batch": [...]}` of up to 500
     (500 KB; 32 KB an event). Each event's result is reported: `accepted`, `duplicate`
     (its `messageId` was seen before) or `rejected` with the reason and field; a
     rejected event is quarantined and never rejects the rest."""
-    raw: list[Any] = payload.batch if payload.batch is not None else [payload.model_extra or {}]
-    if not raw:
-        raise ProblemError(
-            422, "The batch is empty.", errors=[FieldError(field="body.batch", message="empty")]
-        )
+    raw = _events_of(parse_json(body))
     results = service.ingest_api_events(session, raw_events=raw)
     count = {s: sum(r.status == s for r in results) for s in ("accepted", "duplicate", "rejected")}
     return EventsResponse(
@@ -51,6 +61,33 @@ def post_events(
         duplicates=count["duplicate"],
         rejected=count["rejected"],
         results=results,
+    )
+
+
+def _events_of(payload: Any) -> list[Any]:
+    """`{"batch": [...]}` or one event object."""
+    if isinstance(payload, dict) and "batch" in payload:
+        batch = payload["batch"]
+        if not isinstance(batch, list) or not batch:
+            raise ProblemError(
+                422,
+                "`batch` must be a non-empty list of events.",
+                errors=[FieldError(field="body.batch", message="not a list")],
+            )
+        limit = _settings.events_max_batch
+        if len(batch) > limit:
+            raise ProblemError(
+                422,
+                f"A batch holds at most {limit} events.",
+                errors=[FieldError(field="body.batch", message="too many")],
+            )
+        return batch
+    if isinstance(payload, dict):
+        return [payload]
+    raise ProblemError(
+        422,
+        'The body must be an event object or {"batch": [...]}.',
+        errors=[FieldError(field="body", message="not an object")],
     )
 
 

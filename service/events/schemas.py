@@ -38,13 +38,11 @@ class ApiEvent(BaseModel):
         return self
 
 
-class EventsRequest(BaseModel):
-    """A batch (`{"batch": [...]}`) or one event object. Each event is validated on its
-    own: a bad event is rejected (and quarantined) without rejecting the batch."""
+class EventsBatch(BaseModel):
+    """Up to 500 events (500 KB; 32 KB an event). Each is validated on its own: a bad
+    event is rejected (and quarantined) without rejecting the batch."""
 
-    model_config = ConfigDict(extra="allow")
-
-    batch: list[dict[str, Any]] | None = Field(default=None, max_length=500)
+    batch: list[ApiEvent] = Field(min_length=1, max_length=500)
 
 
 class EventResult(BaseModel):

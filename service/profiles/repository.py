@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, or_, select, text, tuple_, update
+from sqlalchemy import func, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -35,9 +35,8 @@ def lock_keys(session: Session, keys: Iterable[IdentityKey]) -> None:
     if names:
         session.execute(
             text(
-                "SELECT pg_advisory_xact_lock(h) FROM "
-                "(SELECT DISTINCT hashtextextended(n, 0) AS h FROM unnest(:names) AS n "
-                "ORDER BY h) AS locks"
+                "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(n, 0) "
+                "AS h FROM unnest(CAST(:names AS text[])) AS n ORDER BY h) AS locks"
             ),
             {"names": names},
         )
@@ -181,14 +180,17 @@ def customers_for_update(session: Session, ids: Iterable[uuid.UUID]) -> dict[uui
 
 
 def touch_last_seen(session: Session, seen: dict[uuid.UUID, datetime]) -> None:
-    if seen:
-        session.execute(
-            update(Customer)
-            .where(Customer.id == bindparam("cid"))
-            .values(last_seen_at=func.greatest(Customer.last_seen_at, bindparam("seen"))),
-            [{"cid": cid, "seen": at} for cid, at in sorted(seen.items())],
-            execution_options={"synchronize_session": False},
-        )
+    if not seen:
+        return
+    ids, times = zip(*sorted(seen.items()), strict=True)
+    session.execute(
+        text(
+            "UPDATE customers AS c SET last_seen_at = GREATEST(c.last_seen_at, v.seen) "
+            "FROM unnest(CAST(:ids AS uuid[]), CAST(:times AS timestamptz[])) AS v(id, seen) "
+            "WHERE c.id = v.id"
+        ),
+        {"ids": list(ids), "times": list(times)},
+    )
 
 
 def add_product_views(
