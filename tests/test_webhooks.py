@@ -70,10 +70,15 @@ def test_bigcommerce_standard_webhook_is_accepted_and_mapped(
 def test_published_vectors_verify_end_to_end(client: TestClient, session: Session) -> None:
     """The platform's own example signature, sent as-is, passes the endpoint."""
     body = b'{"id":"exampleCartId","token":"exampleCartId"}'
-    response = client.post("/v1/webhooks/shopify", content=body, headers={
-        "X-Shopify-Topic": "carts/create", "X-Shopify-Event-Id": "vector-1",
-        "X-Shopify-Hmac-Sha256": "ZhG3CWlORI3HJKq0V+/Yl7ercfXczI9jj+RRoMSWa1w=",
-    })
+    response = client.post(
+        "/v1/webhooks/shopify",
+        content=body,
+        headers={
+            "X-Shopify-Topic": "carts/create",
+            "X-Shopify-Event-Id": "vector-1",
+            "X-Shopify-Hmac-Sha256": "ZhG3CWlORI3HJKq0V+/Yl7ercfXczI9jj+RRoMSWa1w=",
+        },
+    )
     assert response.status_code == 200, response.text
 
 
@@ -82,8 +87,11 @@ def test_published_vectors_verify_end_to_end(client: TestClient, session: Sessio
 
 def _tampered(client: TestClient) -> object:
     body = send.body_of(fixture("shopify_orders_create.json"))
-    headers = {"X-Shopify-Topic": "orders/create", "X-Shopify-Event-Id": "t-1",
-               "X-Shopify-Hmac-Sha256": signatures.sign_shopify(body, "shpss_test_secret")}
+    headers = {
+        "X-Shopify-Topic": "orders/create",
+        "X-Shopify-Event-Id": "t-1",
+        "X-Shopify-Hmac-Sha256": signatures.sign_shopify(body, "shpss_test_secret"),
+    }
     return client.post("/v1/webhooks/shopify", content=body.replace(b"1", b"2", 1), headers=headers)
 
 
@@ -91,21 +99,51 @@ def _tampered(client: TestClient) -> object:
     "deliver",
     [
         pytest.param(_tampered, id="shopify-tampered-body"),
-        pytest.param(lambda c: send.shopify(c, "orders/create", fixture(
-            "shopify_orders_create.json"), secret="wrong"), id="shopify-wrong-secret"),
-        pytest.param(lambda c: send.woocommerce(c, "order.created", fixture(
-            "woocommerce_order_created.json"), secret="wrong"), id="woocommerce-wrong-secret"),
-        pytest.param(lambda c: send.stripe(c, fixture("stripe_checkout_session_completed.json"),
-                                           at=int(time.time()) - 301), id="stripe-stale"),
-        pytest.param(lambda c: send.stripe(c, fixture("stripe_checkout_session_completed.json"),
-                                           at=int(time.time()) + 301), id="stripe-future"),
-        pytest.param(lambda c: send.standard(c, "bigcommerce", fixture(
-            "bigcommerce_order_created.json"), at=int(time.time()) - 400), id="standard-stale"),
-        pytest.param(lambda c: c.post("/v1/webhooks/shopify", content=b"{}", headers={
-            "X-Shopify-Topic": "orders/create", "X-Shopify-Event-Id": "1"}),
-            id="shopify-missing-signature"),
-        pytest.param(lambda c: c.post("/v1/webhooks/bigcommerce", content=b"{}"),
-                     id="standard-missing-headers"),
+        pytest.param(
+            lambda c: send.shopify(
+                c, "orders/create", fixture("shopify_orders_create.json"), secret="wrong"
+            ),
+            id="shopify-wrong-secret",
+        ),
+        pytest.param(
+            lambda c: send.woocommerce(
+                c, "order.created", fixture("woocommerce_order_created.json"), secret="wrong"
+            ),
+            id="woocommerce-wrong-secret",
+        ),
+        pytest.param(
+            lambda c: send.stripe(
+                c, fixture("stripe_checkout_session_completed.json"), at=int(time.time()) - 301
+            ),
+            id="stripe-stale",
+        ),
+        pytest.param(
+            lambda c: send.stripe(
+                c, fixture("stripe_checkout_session_completed.json"), at=int(time.time()) + 301
+            ),
+            id="stripe-future",
+        ),
+        pytest.param(
+            lambda c: send.standard(
+                c,
+                "bigcommerce",
+                fixture("bigcommerce_order_created.json"),
+                at=int(time.time()) - 400,
+            ),
+            id="standard-stale",
+        ),
+        pytest.param(
+            lambda c: c.post(
+                "/v1/webhooks/shopify",
+                content=b"{}",
+                headers={"X-Shopify-Topic": "orders/create", "X-Shopify-Event-Id": "1"},
+            ),
+            id="shopify-missing-signature",
+        ),
+        pytest.param(
+            lambda c: c.post("/v1/webhooks/bigcommerce", content=b"{}"),
+            id="standard-missing-headers",
+        ),
     ],
 )
 def test_bad_signature_is_401_and_stores_nothing(
@@ -132,17 +170,26 @@ def test_unconfigured_source_is_404(client: TestClient, session: Session) -> Non
 
 def test_body_over_the_limit_is_413(client: TestClient, session: Session) -> None:
     body = b'{"pad": "' + b"x" * 1_100_000 + b'"}'
-    response = client.post("/v1/webhooks/shopify", content=body, headers={
-        "X-Shopify-Topic": "orders/create", "X-Shopify-Event-Id": "big",
-        "X-Shopify-Hmac-Sha256": signatures.sign_shopify(body, "shpss_test_secret")})
+    response = client.post(
+        "/v1/webhooks/shopify",
+        content=body,
+        headers={
+            "X-Shopify-Topic": "orders/create",
+            "X-Shopify-Event-Id": "big",
+            "X-Shopify-Hmac-Sha256": signatures.sign_shopify(body, "shpss_test_secret"),
+        },
+    )
     assert response.status_code == 413
     assert response.headers["content-type"] == PROBLEM
     assert count(session, "webhook_deliveries") == 0
 
 
 def test_woocommerce_creation_ping_gets_200(client: TestClient, session: Session) -> None:
-    response = client.post("/v1/webhooks/woocommerce", content=b"webhook_id=15",
-                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = client.post(
+        "/v1/webhooks/woocommerce",
+        content=b"webhook_id=15",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert response.status_code == 200
     assert response.json()["status"] == "ping"
 
@@ -201,8 +248,10 @@ def test_unmappable_delivery_is_quarantined_listed_and_replayable_after_a_fix(
     assert still.headers["content-type"] == PROBLEM
 
     # The fix: the stored body is corrected (as a new mapping would make it readable).
-    session.execute(text("UPDATE webhook_deliveries SET body = :b"),
-                    {"b": send.body_of(fixture("shopify_orders_create.json"))})
+    session.execute(
+        text("UPDATE webhook_deliveries SET body = :b"),
+        {"b": send.body_of(fixture("shopify_orders_create.json"))},
+    )
     replayed = client.post(f"/v1/quarantine/{item['id']}/replay", headers=admin)
     assert replayed.json() == {"id": item["id"], "status": "replayed", "events": 1}
     assert event_names(session) == ["Order Completed"]

@@ -610,6 +610,8 @@ def _woo_refund(delivery: _Delivery, *, occurred_at: datetime) -> CanonicalEvent
         "total": _money_text(total),
         "currency": body.text("currency"),
         "refund_ids": [refund.id("id") for refund in refunds],
+        # The sum of all refunds so far, re-sent with every later update.
+        "cumulative": True,
     }
     return delivery.event(
         name=ORDER_REFUNDED,
@@ -769,6 +771,7 @@ def _stripe_charge_refunded(delivery: _Delivery) -> list[CanonicalEvent]:
         # Cumulative over all refunds of the charge, as Stripe reports it.
         "total": _stripe_required_money(charge, "amount_refunded", currency),
         "currency": currency,
+        "cumulative": True,
     }
     identifiers = Identifiers(
         platform_customer_id=charge.opt_id("customer"),

@@ -19,6 +19,9 @@ LOYALTY = "loyalty"
 EMAIL = "email"
 PHONE = "phone"
 ANONYMOUS_ID = "anonymous_id"
+# An order id joins an order's later events (refunds, updates) that name no customer
+# to the profile its first event found. The weakest kind: it never outranks a person.
+ORDER = "order"
 CONTACT_KINDS = frozenset({EMAIL, PHONE})
 
 
@@ -36,7 +39,7 @@ def strength(kind: str) -> int:
         return 0
     if kind.endswith("_customer"):
         return 1
-    return {LOYALTY: 2, EMAIL: 3, PHONE: 4, ANONYMOUS_ID: 5}.get(kind, 6)
+    return {LOYALTY: 2, EMAIL: 3, PHONE: 4, ANONYMOUS_ID: 5, ORDER: 6}.get(kind, 7)
 
 
 @dataclass(frozen=True, order=True)
@@ -62,7 +65,7 @@ def normalise_phone(value: str) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-def keys_for(ids: Identifiers, *, source: str) -> list[IdentityKey]:
+def keys_for(ids: Identifiers, *, source: str, order_id: str | None = None) -> list[IdentityKey]:
     """The event's identity keys, strongest first, without blocked values."""
     blocked = {v.lower() for v in get_settings().identity_blocklist}
     keys: list[IdentityKey] = []
@@ -83,6 +86,8 @@ def keys_for(ids: Identifiers, *, source: str) -> list[IdentityKey]:
     if ids.phone and (phone := normalise_phone(ids.phone)) and phone not in blocked:
         keys.append(IdentityKey(PHONE, crypto.keyed_hash(PHONE, phone), raw=phone))
     add(ANONYMOUS_ID, ids.anonymous_id)
+    if order_id:
+        add(ORDER, f"{source}:{order_id}")
     return sorted(keys, key=lambda k: strength(k.kind))
 
 

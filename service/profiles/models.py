@@ -94,7 +94,10 @@ class Order(Base):
     status: Mapped[str] = mapped_column(String(32))
     currency: Mapped[str | None] = mapped_column(String(3))
     total: Mapped[Decimal | None] = mapped_column(MONEY)
+    # Refunds reported one by one add up in `refunded`; platforms that report the
+    # running total (WooCommerce, Stripe) set `refunded_cumulative` to the largest seen.
     refunded: Mapped[Decimal] = mapped_column(MONEY, server_default="0")
+    refunded_cumulative: Mapped[Decimal] = mapped_column(MONEY, server_default="0")
     placed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # occurred_at of the event whose status is current.
     status_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

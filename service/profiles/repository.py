@@ -157,8 +157,26 @@ def merge(
     )
 
 
-def record_merge(session: Session, **values: Any) -> None:
-    session.add(ProfileMerge(**values))
+def record_merge(
+    session: Session,
+    *,
+    winner: uuid.UUID,
+    loser: uuid.UUID,
+    outcome: str,
+    reason: str,
+    source: str,
+    message_id: str,
+) -> None:
+    session.add(
+        ProfileMerge(
+            winner_id=winner,
+            loser_id=loser,
+            outcome=outcome,
+            reason=reason,
+            source=source,
+            message_id=message_id,
+        )
+    )
 
 
 def merges_of(session: Session, customer_id: uuid.UUID) -> Sequence[ProfileMerge]:
@@ -228,9 +246,9 @@ def product_views(session: Session, customer_id: uuid.UUID) -> Sequence[ProductV
 _UPSERT_ORDER = text(
     """
     INSERT INTO orders (source, order_id, customer_id, status, status_at, currency, total,
-                        placed_at, refunded)
+                        placed_at, refunded, refunded_cumulative)
     VALUES (:source, :order_id, :customer_id, :status, :status_at, :currency, :total,
-            :placed_at, :refunded)
+            :placed_at, :refunded, :refunded_cumulative)
     ON CONFLICT (source, order_id) DO UPDATE SET
       status = CASE WHEN excluded.status_at >= orders.status_at
                     THEN excluded.status ELSE orders.status END,
@@ -242,6 +260,7 @@ _UPSERT_ORDER = text(
                       THEN excluded.currency ELSE orders.currency END,
       placed_at = COALESCE(orders.placed_at, excluded.placed_at),
       refunded = orders.refunded + excluded.refunded,
+      refunded_cumulative = GREATEST(orders.refunded_cumulative, excluded.refunded_cumulative),
       status_at = GREATEST(orders.status_at, excluded.status_at)
     """
 )
@@ -265,7 +284,8 @@ def recompute_spend(session: Session, customer_ids: Iterable[uuid.UUID]) -> None
     session.execute(
         text(
             "INSERT INTO customer_spend (customer_id, currency, orders_count, total_spent) "
-            "SELECT customer_id, currency, count(*), sum(coalesce(total, 0) - refunded) "
+            "SELECT customer_id, currency, count(*), "
+            "sum(coalesce(total, 0) - GREATEST(refunded, refunded_cumulative)) "
             "FROM orders WHERE customer_id = ANY(:ids) AND status <> 'cancelled' "
             "AND currency IS NOT NULL GROUP BY customer_id, currency"
         ),

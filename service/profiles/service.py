@@ -60,7 +60,7 @@ class _Batch:
 
 def resolve(session: Session, events: Sequence[CanonicalEvent]) -> list[uuid.UUID]:
     """The customer id of each event (same order), creating and merging profiles."""
-    event_keys = [keys_for(e.identifiers, source=e.source) for e in events]
+    event_keys = [keys_for(e.identifiers, source=e.source, order_id=_order_id(e)) for e in events]
     all_keys = [k for keys in event_keys for k in keys]
     repository.lock_keys(session, all_keys)
     owner = repository.owners(session, all_keys)
@@ -99,6 +99,11 @@ def resolve(session: Session, events: Sequence[CanonicalEvent]) -> list[uuid.UUI
         ],
     )
     return [batch.live(c) for c in assigned]
+
+
+def _order_id(event: CanonicalEvent) -> str | None:
+    order_id = event.properties.get("order_id") if event.name in _ORDER_STATUS else None
+    return str(order_id) if order_id else None
 
 
 def _resolve_one(batch: _Batch, event: CanonicalEvent, keys: list[IdentityKey]) -> uuid.UUID:
@@ -208,6 +213,7 @@ def _order_row(event: CanonicalEvent, customer: uuid.UUID) -> dict[str, Any] | N
         status = str(props["status"])[:32]
     amount = money(props.get("total", props.get("revenue")))
     currency = props.get("currency")
+    refund = (amount or Decimal(0)) if event.name == ORDER_REFUNDED else Decimal(0)
     return {
         "source": event.source,
         "order_id": str(order_id),
@@ -217,7 +223,8 @@ def _order_row(event: CanonicalEvent, customer: uuid.UUID) -> dict[str, Any] | N
         "currency": str(currency).upper()[:3] if currency else None,
         "total": None if event.name == ORDER_REFUNDED else amount,
         "placed_at": event.occurred_at if event.name == ORDER_COMPLETED else None,
-        "refunded": (amount or Decimal(0)) if event.name == ORDER_REFUNDED else Decimal(0),
+        "refunded": refund if not props.get("cumulative") else Decimal(0),
+        "refunded_cumulative": refund if props.get("cumulative") else Decimal(0),
     }
 
 

@@ -1,8 +1,8 @@
 """events, deliveries, quarantine and profiles
 
-Revision ID: f4c21f931285
+Revision ID: 99cb5bf7354f
 Revises: 4bba57453a6e
-Create Date: 2026-11-23 17:20:31.580752
+Create Date: 2026-11-23 17:23:31.970510
 """
 
 from collections.abc import Sequence
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "f4c21f931285"
+revision: str = "99cb5bf7354f"
 down_revision: str | None = "4bba57453a6e"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -150,6 +150,12 @@ def upgrade() -> None:
         sa.Column("total", sa.Numeric(precision=18, scale=4), nullable=True),
         sa.Column(
             "refunded", sa.Numeric(precision=18, scale=4), server_default="0", nullable=False
+        ),
+        sa.Column(
+            "refunded_cumulative",
+            sa.Numeric(precision=18, scale=4),
+            server_default="0",
+            nullable=False,
         ),
         sa.Column("placed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("status_at", sa.DateTime(timezone=True), nullable=False),
