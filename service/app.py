@@ -59,6 +59,7 @@ def create_app() -> FastAPI:
                 routes=app.routes,
             )
             errors.add_problem_schemas(schema)
+            errors.validation_errors_as_problems(schema)
             add_schemas(schema, EventsBatch, ApiEvent)
             app.openapi_schema = schema
         return app.openapi_schema

@@ -158,3 +158,14 @@ def add_problem_schemas(openapi: dict[str, Any]) -> None:
     components = openapi.setdefault("components", {}).setdefault("schemas", {})
     components.update(defs)
     components["Problem"] = schema
+
+
+def validation_errors_as_problems(openapi: dict[str, Any]) -> None:
+    """Document the framework's automatic 422s as what they are: problem documents."""
+    for operations in openapi.get("paths", {}).values():
+        for operation in operations.values():
+            if "422" in operation.get("responses", {}):
+                operation["responses"]["422"] = problem_responses(422)[422]
+    schemas = openapi.get("components", {}).get("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)

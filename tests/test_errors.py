@@ -116,7 +116,8 @@ def test_request_log_has_request_id_and_route_template_not_raw_path(
     lines = [r.msg for r in caplog.records if isinstance(r.msg, dict)]
     request_line = next(e for e in lines if e.get("event") == "request")
     assert request_line["request_id"] == "req-42"
-    assert request_line["status"] == 404
+    assert request_line["status"] == 401
+    assert request_line["route"] == "/v1/profiles/{ref}"
     assert all("alice@example.com" not in str(line) for line in lines)
 
 

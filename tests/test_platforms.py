@@ -317,6 +317,7 @@ def test_woocommerce_order_updated_with_refunds() -> None:
         "total": "19.00",  # -10.00 and -9.00, as a positive amount
         "currency": "USD",
         "refund_ids": ["726", "724"],
+        "cumulative": True,
     }
 
 
@@ -412,6 +413,7 @@ def test_stripe_charge_refunded() -> None:
         "charge_id": "ch_00000000000000",
         "total": "10.00",
         "currency": "USD",
+        "cumulative": True,
     }
     payload = load("stripe_charge_refunded.json")
     payload["data"]["object"]["payment_intent"] = "pi_123"
