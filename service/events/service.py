@@ -39,7 +39,9 @@ def store(
     unique: dict[tuple[str, str], CanonicalEvent] = {}
     for event in events:
         unique.setdefault((event.source, event.message_id), event)
-    known = repository.known_message_ids(session, unique)
+    # A new delivery's events carry ids derived from its (new) delivery id; looking
+    # them up first would only cost a round trip. The insert skips duplicates anyway.
+    known = set() if delivery is not None else repository.known_message_ids(session, unique)
     fresh = [e for key, e in unique.items() if key not in known]
     customers = profiles.resolve(session, fresh)
     received_at = datetime.now(UTC)
@@ -106,53 +108,43 @@ def receive_webhook(
     A delivery that cannot be mapped is kept (delivery row + quarantine entry) and
     acknowledged: retrying would not fix it, replaying after a fix will.
     """
+    events: list[CanonicalEvent] = []
+    problem: tuple[str, str | None] | None = None
+    status = "processed"
+    try:
+        events = map_delivery(
+            source=source, topic=topic, payload=json.loads(body), delivery_id=delivery_id
+        )
+    except IgnoredTopic:
+        status = "ignored"
+    except MappingError as exc:
+        status, problem = "quarantined", (exc.reason, exc.field)
+    except ValueError as exc:  # not JSON
+        status, problem = "quarantined", (f"the body is not valid JSON: {exc}", None)
+
     delivery = repository.insert_delivery(
-        session, source=source, delivery_id=delivery_id, topic=topic, headers=headers, body=body
+        session,
+        source=source,
+        delivery_id=delivery_id,
+        topic=topic,
+        headers=headers,
+        body=body,
+        status=status,
     )
     if delivery is None:
         return "duplicate", 0
-    status, count = _map_and_store(
-        session, source=source, topic=topic, body=body, delivery=delivery, delivery_id=delivery_id
-    )
-    repository.set_delivery_status(session, delivery=delivery, status=status)
-    return status, count
-
-
-def _map_and_store(
-    session: Session,
-    *,
-    source: str,
-    topic: str | None,
-    body: bytes,
-    delivery: int,
-    delivery_id: str,
-) -> tuple[str, int]:
-    try:
-        payload = json.loads(body)
-        events = map_delivery(source=source, topic=topic, payload=payload, delivery_id=delivery_id)
-    except IgnoredTopic:
-        return "ignored", 0
-    except MappingError as exc:
+    if problem is not None:
         repository.quarantine(
             session,
             source=source,
             topic=topic,
             delivery=delivery,
-            reason=exc.reason,
-            field=exc.field,
+            reason=problem[0],
+            field=problem[1],
         )
-        return "quarantined", 0
-    except ValueError as exc:  # not JSON
-        repository.quarantine(
-            session,
-            source=source,
-            topic=topic,
-            delivery=delivery,
-            reason=f"the body is not valid JSON: {exc}",
-        )
-        return "quarantined", 0
+        return status, 0
     stored = store(session, events=events, delivery=delivery)
-    return "processed", len(stored.accepted)
+    return status, len(stored.accepted)
 
 
 # --- the events API ---------------------------------------------------------------

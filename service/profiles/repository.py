@@ -8,8 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import or_, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from service.events.models import Event
@@ -43,13 +42,17 @@ def lock_keys(session: Session, keys: Iterable[IdentityKey]) -> None:
 
 
 def owners(session: Session, keys: Iterable[IdentityKey]) -> dict[tuple[str, str], uuid.UUID]:
-    pairs = list({(k.kind, k.value) for k in keys})
+    pairs = sorted({(k.kind, k.value) for k in keys})
     if not pairs:
         return {}
+    kinds, values = zip(*pairs, strict=True)
     rows = session.execute(
-        select(Identity.kind, Identity.value, Identity.customer_id).where(
-            tuple_(Identity.kind, Identity.value).in_(pairs)
-        )
+        text(
+            "SELECT i.kind, i.value, i.customer_id FROM identities AS i JOIN unnest("
+            "CAST(:kinds AS text[]), CAST(:values AS text[])) AS k(kind, value) "
+            "ON i.kind = k.kind AND i.value = k.value"
+        ),
+        {"kinds": list(kinds), "values": list(values)},
     )
     return {(r.kind, r.value): r.customer_id for r in rows}
 
@@ -73,14 +76,27 @@ def strong_ids(
 
 
 def insert_customers(session: Session, ids: Iterable[uuid.UUID]) -> None:
-    rows = [{"id": i} for i in ids]
-    if rows:
-        session.execute(insert(Customer), rows)
+    new = list(ids)
+    if new:
+        session.execute(
+            text("INSERT INTO customers (id) SELECT unnest(CAST(:ids AS uuid[]))"), {"ids": new}
+        )
 
 
 def insert_identities(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        session.execute(insert(Identity).values(list(rows)).on_conflict_do_nothing())
+    if not rows:
+        return
+    session.execute(
+        text(
+            "INSERT INTO identities (customer_id, kind, value, encrypted) SELECT * FROM unnest("
+            "CAST(:customer_id AS uuid[]), CAST(:kind AS text[]), CAST(:value AS text[]), "
+            "CAST(:encrypted AS bytea[])) ON CONFLICT (kind, value) DO NOTHING"
+        ),
+        {
+            name: [row[name] for row in rows]
+            for name in ("customer_id", "kind", "value", "encrypted")
+        },
+    )
 
 
 def customer_by_identity(session: Session, *, kind: str, value: str) -> uuid.UUID | None:
@@ -216,22 +232,22 @@ def add_product_views(
 ) -> None:
     if not views:
         return
-    stmt = insert(ProductView).values(
-        [
-            {"customer_id": c, "product_id": p, "views": n, "last_viewed_at": at}
-            for (c, p), (n, at) in sorted(views.items())
-        ]
-    )
+    ordered = sorted(views.items())
     session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[ProductView.customer_id, ProductView.product_id],
-            set_={
-                "views": ProductView.views + stmt.excluded.views,
-                "last_viewed_at": func.greatest(
-                    ProductView.last_viewed_at, stmt.excluded.last_viewed_at
-                ),
-            },
-        )
+        text(
+            "INSERT INTO product_views (customer_id, product_id, views, last_viewed_at) "
+            "SELECT * FROM unnest(CAST(:customers AS uuid[]), CAST(:products AS text[]), "
+            "CAST(:counts AS int[]), CAST(:times AS timestamptz[])) "
+            "ON CONFLICT (customer_id, product_id) DO UPDATE SET "
+            "views = product_views.views + excluded.views, "
+            "last_viewed_at = GREATEST(product_views.last_viewed_at, excluded.last_viewed_at)"
+        ),
+        {
+            "customers": [c for (c, _), _ in ordered],
+            "products": [p for (_, p), _ in ordered],
+            "counts": [n for _, (n, _) in ordered],
+            "times": [at for _, (_, at) in ordered],
+        },
     )
 
 
@@ -274,35 +290,42 @@ def upsert_orders(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         session.execute(_UPSERT_ORDER, row)
 
 
+_RECOMPUTE_SPEND = text(
+    """
+    WITH agg AS (
+        SELECT customer_id, currency, count(*) AS n,
+               sum(coalesce(total, 0) - GREATEST(refunded, refunded_cumulative)) AS spent
+        FROM orders
+        WHERE customer_id = ANY(:ids) AND status <> 'cancelled' AND currency IS NOT NULL
+        GROUP BY customer_id, currency),
+    upserted AS (
+        INSERT INTO customer_spend (customer_id, currency, orders_count, total_spent)
+        SELECT customer_id, currency, n, spent FROM agg
+        ON CONFLICT (customer_id, currency) DO UPDATE
+        SET orders_count = excluded.orders_count, total_spent = excluded.total_spent),
+    stale AS (
+        DELETE FROM customer_spend AS cs
+        WHERE cs.customer_id = ANY(:ids) AND NOT EXISTS (
+            SELECT 1 FROM agg WHERE agg.customer_id = cs.customer_id
+                              AND agg.currency = cs.currency))
+    UPDATE customers AS c
+    SET orders_count = coalesce(o.n, 0), first_order_at = o.first_at, last_order_at = o.last_at
+    FROM unnest(CAST(:ids AS uuid[])) AS x(id)
+    LEFT JOIN (
+        SELECT customer_id, count(*) AS n, min(placed_at) AS first_at, max(placed_at) AS last_at
+        FROM orders WHERE customer_id = ANY(:ids) AND status <> 'cancelled'
+        GROUP BY customer_id) AS o ON o.customer_id = x.id
+    WHERE c.id = x.id
+    """
+)
+
+
 def recompute_spend(session: Session, customer_ids: Iterable[uuid.UUID]) -> None:
-    """Orders count, money per currency and first/last order from the orders table."""
+    """Orders count, money per currency and first/last order, from the orders table (one
+    statement: the spend rows of these customers are upserted, stale ones removed)."""
     ids = sorted(set(customer_ids))
-    if not ids:
-        return
-    params = {"ids": ids}
-    session.execute(text("DELETE FROM customer_spend WHERE customer_id = ANY(:ids)"), params)
-    session.execute(
-        text(
-            "INSERT INTO customer_spend (customer_id, currency, orders_count, total_spent) "
-            "SELECT customer_id, currency, count(*), "
-            "sum(coalesce(total, 0) - GREATEST(refunded, refunded_cumulative)) "
-            "FROM orders WHERE customer_id = ANY(:ids) AND status <> 'cancelled' "
-            "AND currency IS NOT NULL GROUP BY customer_id, currency"
-        ),
-        params,
-    )
-    session.execute(
-        text(
-            "UPDATE customers c SET orders_count = coalesce(o.n, 0), "
-            "first_order_at = o.first_at, last_order_at = o.last_at "
-            "FROM (SELECT id FROM unnest(CAST(:ids AS uuid[])) AS id) AS x "
-            "LEFT JOIN (SELECT customer_id, count(*) AS n, min(placed_at) AS first_at, "
-            "max(placed_at) AS last_at FROM orders WHERE customer_id = ANY(:ids) "
-            "AND status <> 'cancelled' GROUP BY customer_id) AS o ON o.customer_id = x.id "
-            "WHERE c.id = x.id"
-        ),
-        params,
-    )
+    if ids:
+        session.execute(_RECOMPUTE_SPEND, {"ids": ids})
 
 
 def spend(session: Session, customer_id: uuid.UUID) -> Sequence[CustomerSpend]:

@@ -64,7 +64,8 @@ def resolve(session: Session, events: Sequence[CanonicalEvent]) -> list[uuid.UUI
     all_keys = [k for keys in event_keys for k in keys]
     repository.lock_keys(session, all_keys)
     owner = repository.owners(session, all_keys)
-    batch = _Batch(owner=owner, strong=repository.strong_ids(session, owner.values()))
+    strong = repository.strong_ids(session, owner.values()) if owner else {}
+    batch = _Batch(owner=owner, strong=strong)
 
     assigned: list[uuid.UUID] = [uuid.UUID(int=0)] * len(events)
     for i in sorted(range(len(events)), key=lambda i: events[i].occurred_at):

