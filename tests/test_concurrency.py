@@ -15,8 +15,12 @@ from service.events.canonical import CanonicalEvent, Identifiers
 
 def event(anonymous_id: str) -> CanonicalEvent:
     return CanonicalEvent(
-        source="api", message_id=uuid.uuid4().hex, type="track", name="Product Viewed",
-        occurred_at=datetime.now(UTC), identifiers=Identifiers(anonymous_id=anonymous_id),
+        source="api",
+        message_id=uuid.uuid4().hex,
+        type="track",
+        name="Product Viewed",
+        occurred_at=datetime.now(UTC),
+        identifiers=Identifiers(anonymous_id=anonymous_id),
         properties={"product_id": "p1"},
     )
 
@@ -30,7 +34,11 @@ def test_concurrent_first_events_of_one_visitor_make_one_profile(make_database) 
             barrier = threading.Barrier(writers)
             failures: list[BaseException] = []
 
-            def write(visitor: str = visitor, barrier: threading.Barrier = barrier) -> None:
+            def write(
+                visitor: str = visitor,
+                barrier: threading.Barrier = barrier,
+                failures: list[BaseException] = failures,
+            ) -> None:
                 try:
                     with Session(engine) as session, session.begin():
                         barrier.wait()
@@ -46,10 +54,12 @@ def test_concurrent_first_events_of_one_visitor_make_one_profile(make_database) 
             assert not failures, failures
 
         with engine.connect() as conn:
-            per_visitor = conn.execute(text(
-                "SELECT i.value, count(DISTINCT e.customer_id), count(e.id) FROM identities i "
-                "JOIN events e ON e.customer_id = i.customer_id GROUP BY i.value"
-            )).all()
+            per_visitor = conn.execute(
+                text(
+                    "SELECT i.value, count(DISTINCT e.customer_id), count(e.id) FROM identities i "
+                    "JOIN events e ON e.customer_id = i.customer_id GROUP BY i.value"
+                )
+            ).all()
             customers = conn.execute(text("SELECT count(*) FROM customers")).scalar_one()
         assert len(per_visitor) == rounds
         assert all(profiles == 1 and events == writers for _, profiles, events in per_visitor)
