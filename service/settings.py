@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     events_max_event_bytes: int = Field(default=32_768, ge=256)
     events_max_batch: int = Field(default=500, ge=1)
 
+    # How often the scheduler sweeps for stored events not yet resolved onto profiles
+    # (each commit that stores events also nudges a worker at once).
+    resolve_sweep_s: float = Field(default=1.0, gt=0)
+
     # How often RFM scores are recomputed across the customer base.
     rfm_interval_s: float = Field(default=3600.0, gt=0)
 

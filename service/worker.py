@@ -8,6 +8,9 @@ docs/operations.md for its trade-offs).
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from functools import lru_cache
@@ -15,13 +18,17 @@ from typing import Any, cast
 
 import structlog
 from celery import Celery, Task
+from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from service import db
 from service.settings import get_settings
 
+log = structlog.get_logger(__name__)
+
 # Domain modules whose tasks the worker registers.
-TASK_MODULES = ["service.health.tasks", "service.profiles.tasks"]
+TASK_MODULES = ["service.events.tasks", "service.health.tasks", "service.profiles.tasks"]
 
 
 def broker_url() -> str:
@@ -56,6 +63,12 @@ def make_celery() -> Celery:
             "heartbeat": {
                 "task": "service.health.tasks.record_heartbeat",
                 "schedule": timedelta(seconds=settings.heartbeat_interval_s),
+            },
+            # The sweep behind the after-commit nudge: stored events are resolved
+            # within a second even if a nudge was lost (broker down, process killed).
+            "resolve-events": {
+                "task": "service.events.tasks.resolve_pending",
+                "schedule": timedelta(seconds=settings.resolve_sweep_s),
             },
             "rfm": {
                 "task": "service.profiles.tasks.recompute_rfm",
@@ -102,3 +115,58 @@ def task(**options: Any) -> Callable[[Callable[..., Any]], DatabaseTask]:
         Callable[[Callable[..., Any]], DatabaseTask],
         get_celery().task(base=DatabaseTask, **options),
     )
+
+
+class Nudger:
+    """Sends named tasks from a background thread when nudged, coalescing nudges that
+    come within `interval_s`: a request never waits on the broker, nor fails with it.
+    A lost nudge only delays work; the scheduler's periodic sweep does it anyway."""
+
+    def __init__(self, interval_s: float = 0.1) -> None:
+        self.interval_s = interval_s
+        self._names: set[str] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def nudge(self, name: str) -> None:
+        with self._lock:
+            self._names.add(name)
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()  # a forked child starts its own thread
+                self._thread = threading.Thread(target=self._run, name="nudger", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                names, self._names = self._names, set()
+            for name in sorted(names):
+                try:
+                    get_celery().send_task(name)
+                except Exception as exc:
+                    log.warning("nudge_failed", task=name, error_type=type(exc).__name__)
+            time.sleep(self.interval_s)
+
+
+NUDGER = Nudger()
+
+
+def nudge_after_commit(session: Session, task_name: str) -> None:
+    """Nudge `task_name` once the session's transaction has committed (never before:
+    the task must find what this transaction wrote)."""
+    names: set[str] = session.info.setdefault("nudges", set())
+    if not session.info.get("nudge_hooks"):
+        session.info["nudge_hooks"] = True
+        event.listen(session, "after_commit", _send_nudges)
+        event.listen(session, "after_rollback", lambda s: s.info.pop("nudges", None))
+    names.add(task_name)
+
+
+def _send_nudges(session: Session) -> None:
+    for name in session.info.pop("nudges", set()):
+        NUDGER.nudge(name)

@@ -72,3 +72,16 @@ def wait_for(probe: Callable[[], T | None], *, timeout: float, interval: float =
 
 def worker_id() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+def resolve_all() -> int:
+    """Resolve every stored event onto profiles, as the worker's task does after a
+    commit; inside a test, on the test's connection."""
+    from service import db
+    from service.events.service import resolve_pending
+
+    total = 0
+    with db.transaction() as session:
+        while done := resolve_pending(session):
+            total += done
+    return total

@@ -8,6 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from service.auth.service import Scope
+from tests.support import resolve_all
 
 PROBLEM = "application/problem+json"
 
@@ -72,6 +73,7 @@ def test_duplicate_message_id_has_one_effect_within_and_across_requests(
     assert [r["status"] for r in first["results"]] == ["accepted", "duplicate"]
     assert [r["status"] for r in again["results"]] == ["duplicate"]
     assert session.execute(text("SELECT count(*) FROM events")).scalar_one() == 1
+    resolve_all()
     views = session.execute(text("SELECT views FROM product_views")).scalar_one()
     assert views == 1
 

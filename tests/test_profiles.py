@@ -11,6 +11,7 @@ from service import crypto
 from service.auth.service import Scope
 from service.profiles import service as profiles
 from tests import webhooks as send
+from tests.support import resolve_all
 from tests.test_events_api import track
 from tests.webhooks import fixture
 
@@ -28,6 +29,7 @@ def post(client: TestClient, keys, *events: dict) -> dict:
 
 
 def profile(client: TestClient, keys, ref: str) -> dict:
+    resolve_all()
     response = client.get(f"/v1/profiles/{ref}", headers=keys["marketer"])
     assert response.status_code == 200, response.text
     return response.json()
@@ -45,6 +47,7 @@ def identify(
 
 
 def live_customers(session: Session) -> int:
+    resolve_all()
     return session.execute(
         text("SELECT count(*) FROM customers WHERE merged_into_id IS NULL")
     ).scalar_one()
@@ -130,6 +133,7 @@ def test_emails_are_stored_as_keyed_hashes_and_encrypted(
     client: TestClient, session: Session, keys
 ) -> None:
     post(client, keys, identify(user="u-5", email=" Cy@Example.COM ", phone="+1 (415) 555-2671"))
+    resolve_all()
     rows = session.execute(
         text("SELECT kind, value, encrypted FROM identities WHERE kind IN ('email', 'phone')")
     ).all()
@@ -208,6 +212,7 @@ def test_rfm_quintiles_rank_the_customer_base(client: TestClient, session: Sessi
         for n in range(i)
     ]
     post(client, keys, *events)
+    resolve_all()
     assert profiles.rfm_job(session) == 10
     best, worst = profile(client, keys, "user_id:c10"), profile(client, keys, "user_id:c1")
     assert (best["rfm"]["recency"], best["rfm"]["frequency"], best["rfm"]["monetary"]) == (5, 5, 5)
@@ -232,6 +237,7 @@ def test_profile_events_page_with_a_cursor(client: TestClient, keys) -> None:
             for i in range(5)
         ],
     )
+    resolve_all()
     first = client.get("/v1/profiles/user_id:pager/events?limit=2", headers=keys["marketer"]).json()
     assert [e["properties"]["product_id"] for e in first["events"]] == ["4", "3"]
     rest = client.get(

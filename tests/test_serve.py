@@ -61,9 +61,28 @@ def test_serve_runs_api_worker_scheduler_on_embedded_postgres(tmp_path: Path) ->
             check=True,
         )
         key = created.stdout.strip().splitlines()[-1]
-        me = httpx.get(f"{base}/v1/api-keys/me", headers={"Authorization": f"Bearer {key}"})
+        auth = {"Authorization": f"Bearer {key}"}
+        me = httpx.get(f"{base}/v1/api-keys/me", headers=auth)
         assert me.status_code == 200
         assert me.json()["name"] == "smoke"
+
+        # An event goes in; the worker puts it on a profile after the commit.
+        event = {
+            "type": "track",
+            "event": "Order Completed",
+            "userId": "serve-1",
+            "properties": {"order_id": "o-1", "total": "12.50", "currency": "EUR"},
+        }
+        accepted = httpx.post(f"{base}/v1/events", json=event, headers=auth)
+        assert accepted.json()["accepted"] == 1, accepted.text
+
+        def resolved() -> dict | None:
+            got = httpx.get(f"{base}/v1/profiles/user_id:serve-1", headers=auth, timeout=5)
+            return got.json() if got.status_code == 200 else None
+
+        profile = support.wait_for(resolved, timeout=30, interval=0.2)
+        assert profile["orders_count"] == 1
+        assert profile["spend"][0]["total_spent"] == "12.5"
 
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(timeout=60) == 0, log.read_text()[-3000:]

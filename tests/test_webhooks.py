@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from service.events import signatures
 from tests import webhooks as send
+from tests.support import resolve_all
 from tests.webhooks import fixture
 
 PROBLEM = "application/problem+json"
@@ -206,6 +207,7 @@ def test_same_delivery_three_times_has_one_effect(client: TestClient, session: S
     assert statuses == ["processed", "duplicate", "duplicate"]
     assert count(session, "webhook_deliveries") == 1
     assert count(session, "events") == 1
+    assert resolve_all() == 1
     assert session.execute(text("SELECT orders_count FROM customers")).scalar_one() == 1
 
 
@@ -218,6 +220,7 @@ def test_out_of_order_customer_updates_end_with_the_newest_state(
     newer["first_name"], newer["updated_at"] = "New", "2026-01-02T10:00:00-05:00"
     send.shopify(client, "customers/update", newer)
     send.shopify(client, "customers/update", older)
+    resolve_all()
     traits = session.execute(text("SELECT traits FROM customers")).scalar_one()
     assert traits["first_name"] == "New"
 

@@ -52,7 +52,10 @@ class Event(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     source: Mapped[str] = mapped_column(String(64))
     message_id: Mapped[str] = mapped_column(String(255))
-    customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id"))
+    # NULL until the event is resolved onto a profile (after the commit, in batches).
+    customer_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("customers.id"))
+    # Identity keys (emails and phones hashed and encrypted) until resolved, then NULL.
+    identity_keys: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
     type: Mapped[str] = mapped_column(String(16))
     name: Mapped[str | None] = mapped_column(String(255))
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -68,6 +71,8 @@ class Event(Base):
 # 3 times in 24 h").
 Index("ix_events_customer_occurred", Event.customer_id, Event.occurred_at)
 Index("ix_events_customer_name_occurred", Event.customer_id, Event.name, Event.occurred_at)
+# The outbox: events not yet resolved, oldest first.
+Index("ix_events_unresolved", Event.id, postgresql_where=Event.customer_id.is_(None))
 
 
 class QuarantinedEvent(Base):

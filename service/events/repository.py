@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -51,32 +51,16 @@ def get_delivery(session: Session, delivery: int) -> WebhookDelivery | None:
     return session.get(WebhookDelivery, delivery)
 
 
-def known_message_ids(session: Session, pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-    wanted = sorted(set(pairs))
-    if not wanted:
-        return set()
-    sources, ids = zip(*wanted, strict=True)
-    rows = session.execute(
-        text(
-            "SELECT e.source, e.message_id FROM events AS e JOIN unnest("
-            "CAST(:sources AS text[]), CAST(:ids AS text[])) AS k(source, message_id) "
-            "ON e.source = k.source AND e.message_id = k.message_id"
-        ),
-        {"sources": list(sources), "ids": list(ids)},
-    )
-    return {(r.source, r.message_id) for r in rows}
-
-
 # One JSON document carries the whole batch: a single parameter to send and parse,
 # instead of ten arrays of 500 escaped elements.
 _INSERT_EVENTS = text(
     """
-    INSERT INTO events (source, message_id, customer_id, type, name, occurred_at,
+    INSERT INTO events (source, message_id, identity_keys, type, name, occurred_at,
                         received_at, properties, context, delivery_id)
-    SELECT source, message_id, customer_id, type, name, occurred_at, received_at,
+    SELECT source, message_id, identity_keys, type, name, occurred_at, received_at,
            properties, context, delivery_id
     FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
-        source text, message_id text, customer_id uuid, type text, name text,
+        source text, message_id text, identity_keys jsonb, type text, name text,
         occurred_at timestamptz, received_at timestamptz, properties jsonb, context jsonb,
         delivery_id bigint)
     ON CONFLICT (source, message_id) DO NOTHING
@@ -92,6 +76,37 @@ def insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> set[tuple
         return set()
     document = json.dumps(list(rows), default=str)
     return {(r.source, r.message_id) for r in session.execute(_INSERT_EVENTS, {"rows": document})}
+
+
+def claim_unresolved(session: Session, *, limit: int) -> Sequence[Any]:
+    """Lock up to `limit` unresolved events, oldest first, skipping those another
+    resolver holds."""
+    return session.execute(
+        text(
+            "SELECT id, source, message_id, type, name, occurred_at, properties, "
+            "identity_keys FROM events WHERE customer_id IS NULL ORDER BY id "
+            "LIMIT :limit FOR UPDATE SKIP LOCKED"
+        ),
+        {"limit": limit},
+    ).all()
+
+
+def assign_customers(session: Session, assignments: Sequence[tuple[int, Any]]) -> None:
+    if not assignments:
+        return
+    ids, customers = zip(*assignments, strict=True)
+    session.execute(
+        text(
+            "UPDATE events AS e SET customer_id = a.customer_id, identity_keys = NULL "
+            "FROM unnest(CAST(:ids AS bigint[]), CAST(:customers AS uuid[])) "
+            "AS a(id, customer_id) WHERE e.id = a.id"
+        ),
+        {"ids": list(ids), "customers": list(customers)},
+    )
+
+
+def unresolved_count(session: Session) -> int:
+    return session.scalar(text("SELECT count(*) FROM events WHERE customer_id IS NULL")) or 0
 
 
 def quarantine(

@@ -20,9 +20,15 @@ from service.events import platforms, repository
 from service.events.canonical import CanonicalEvent, Identifiers, IgnoredTopic, MappingError
 from service.events.schemas import ApiEvent, EventResult
 from service.profiles import service as profiles
+from service.profiles.identity import IdentityKey, keys_for
 from service.settings import get_settings
+from service.worker import nudge_after_commit
 
 API_SOURCE = "api"
+
+# Resolves stored events onto profiles; nudged after each commit that stored some,
+# and run every second by the scheduler so nothing waits on a lost nudge.
+RESOLVE_TASK = "service.events.tasks.resolve_pending"
 
 
 @dataclass(frozen=True)
@@ -34,16 +40,12 @@ class Stored:
 def store(
     session: Session, *, events: Sequence[CanonicalEvent], delivery: int | None = None
 ) -> Stored:
-    """Resolve, store and apply events. A message id seen before (now, earlier in the
-    batch, or by a concurrent transaction) is a duplicate with no effect."""
+    """Store events with their identity keys; they are put on profiles after the commit
+    (`resolve_pending`). A message id stored before (earlier in the batch, by an earlier
+    request or by a concurrent transaction) is a duplicate with no effect."""
     unique: dict[tuple[str, str], CanonicalEvent] = {}
     for event in events:
         unique.setdefault((event.source, event.message_id), event)
-    # A new delivery's events carry ids derived from its (new) delivery id; looking
-    # them up first would only cost a round trip. The insert skips duplicates anyway.
-    known = set() if delivery is not None else repository.known_message_ids(session, unique)
-    fresh = [e for key, e in unique.items() if key not in known]
-    customers = profiles.resolve(session, fresh)
     received_at = datetime.now(UTC)
     inserted = repository.insert_events(
         session,
@@ -51,7 +53,14 @@ def store(
             {
                 "source": e.source,
                 "message_id": e.message_id,
-                "customer_id": customer,
+                "identity_keys": [
+                    k.to_json()
+                    for k in keys_for(
+                        e.identifiers,
+                        source=e.source,
+                        order_id=profiles.order_key(e.name, e.properties),
+                    )
+                ],
                 "type": e.type,
                 "name": e.name,
                 "occurred_at": e.occurred_at,
@@ -60,19 +69,40 @@ def store(
                 "context": e.context,
                 "delivery_id": delivery,
             }
-            for e, customer in zip(fresh, customers, strict=True)
+            for e in unique.values()
         ],
     )
-    profiles.apply(
-        session,
-        [
-            (e, c)
-            for e, c in zip(fresh, customers, strict=True)
-            if (e.source, e.message_id) in inserted
-        ],
-    )
+    if inserted:
+        nudge_after_commit(session, RESOLVE_TASK)
     all_keys = {(e.source, e.message_id) for e in events}
     return Stored(accepted=inserted, duplicates=all_keys - inserted)
+
+
+def resolve_pending(session: Session, *, limit: int = 1000) -> int:
+    """Put up to `limit` stored events on profiles (creating and merging profiles, and
+    applying their effects); returns how many. Concurrent callers take disjoint events."""
+    rows = repository.claim_unresolved(session, limit=limit)
+    if not rows:
+        return 0
+    pending = [
+        profiles.PendingEvent(
+            id=r.id,
+            source=r.source,
+            message_id=r.message_id,
+            type=r.type,
+            name=r.name,
+            occurred_at=r.occurred_at,
+            properties=r.properties,
+            keys=[IdentityKey.from_json(k) for k in r.identity_keys or []],
+        )
+        for r in rows
+    ]
+    customers = profiles.resolve(session, pending)
+    repository.assign_customers(
+        session, [(e.id, c) for e, c in zip(pending, customers, strict=True)]
+    )
+    profiles.apply(session, list(zip(pending, customers, strict=True)))
+    return len(rows)
 
 
 # --- webhooks ---------------------------------------------------------------------

@@ -6,7 +6,9 @@ different values of the same strong kind are two people and are never merged.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
+from typing import Any
 
 import phonenumbers
 
@@ -46,7 +48,16 @@ def strength(kind: str) -> int:
 class IdentityKey:
     kind: str
     value: str  # stored and matched form: a keyed hash for email and phone
-    raw: str | None = None  # email or phone as normalised, to be stored encrypted
+    encrypted: bytes | None = None  # email or phone as normalised, encrypted, for sending
+
+    def to_json(self) -> dict[str, str | None]:
+        secret = base64.b64encode(self.encrypted).decode() if self.encrypted else None
+        return {"kind": self.kind, "value": self.value, "encrypted": secret}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> IdentityKey:
+        secret = data.get("encrypted")
+        return cls(data["kind"], data["value"], base64.b64decode(secret) if secret else None)
 
 
 def normalise_email(value: str) -> str | None:
@@ -82,9 +93,9 @@ def keys_for(ids: Identifiers, *, source: str, order_id: str | None = None) -> l
     add(platform_kind(source), ids.platform_customer_id)
     add(LOYALTY, ids.loyalty_number)
     if ids.email and (email := normalise_email(ids.email)) and email not in blocked:
-        keys.append(IdentityKey(EMAIL, crypto.keyed_hash(EMAIL, email), raw=email))
+        keys.append(IdentityKey(EMAIL, crypto.keyed_hash(EMAIL, email), crypto.encrypt(email)))
     if ids.phone and (phone := normalise_phone(ids.phone)) and phone not in blocked:
-        keys.append(IdentityKey(PHONE, crypto.keyed_hash(PHONE, phone), raw=phone))
+        keys.append(IdentityKey(PHONE, crypto.keyed_hash(PHONE, phone), crypto.encrypt(phone)))
     add(ANONYMOUS_ID, ids.anonymous_id)
     if order_id:
         add(ORDER, f"{source}:{order_id}")

@@ -1,5 +1,8 @@
 """Profiles: resolve events to customers, and keep traits and computed traits current.
 
+Events are stored first (with their identity keys, hashed and encrypted) and resolved
+after the commit, in batches, by `service.events.service.resolve_pending`.
+
 Resolution, per batch:
 1. Every identity key the events carry is locked (advisory, sorted) and looked up.
 2. Events are walked in time order. An event belongs to the profile matched by its
@@ -29,11 +32,28 @@ from service.events.canonical import (
     ORDER_REFUNDED,
     ORDER_UPDATED,
     PRODUCT_VIEWED,
-    CanonicalEvent,
 )
 from service.profiles import repository
-from service.profiles.identity import CONTACT_KINDS, IdentityKey, is_strong, keys_for, lookup_key
+from service.profiles.identity import CONTACT_KINDS, IdentityKey, is_strong, lookup_key
 from service.profiles.models import Customer
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    """A stored event waiting to be put on a profile."""
+
+    id: int
+    source: str
+    message_id: str
+    type: str
+    name: str | None
+    occurred_at: datetime
+    properties: dict[str, Any]  # an identify's traits are its properties
+    keys: list[IdentityKey]
+
+    @property
+    def traits(self) -> dict[str, Any]:
+        return self.properties if self.type == "identify" else {}
 
 
 @dataclass
@@ -58,9 +78,9 @@ class _Batch:
         return all(not mine.get(kind) or mine[kind] == values for kind, values in strong.items())
 
 
-def resolve(session: Session, events: Sequence[CanonicalEvent]) -> list[uuid.UUID]:
+def resolve(session: Session, events: Sequence[PendingEvent]) -> list[uuid.UUID]:
     """The customer id of each event (same order), creating and merging profiles."""
-    event_keys = [keys_for(e.identifiers, source=e.source, order_id=_order_id(e)) for e in events]
+    event_keys = [e.keys for e in events]
     all_keys = [k for keys in event_keys for k in keys]
     repository.lock_keys(session, all_keys)
     owner = repository.owners(session, all_keys)
@@ -94,7 +114,7 @@ def resolve(session: Session, events: Sequence[CanonicalEvent]) -> list[uuid.UUI
                 "customer_id": batch.live(batch.owner[pair]),
                 "kind": key.kind,
                 "value": key.value,
-                "encrypted": crypto.encrypt(key.raw) if key.raw else None,
+                "encrypted": key.encrypted,
             }
             for pair, key in sorted(batch.attach.items())
         ],
@@ -102,12 +122,7 @@ def resolve(session: Session, events: Sequence[CanonicalEvent]) -> list[uuid.UUI
     return [batch.live(c) for c in assigned]
 
 
-def _order_id(event: CanonicalEvent) -> str | None:
-    order_id = event.properties.get("order_id") if event.name in _ORDER_STATUS else None
-    return str(order_id) if order_id else None
-
-
-def _resolve_one(batch: _Batch, event: CanonicalEvent, keys: list[IdentityKey]) -> uuid.UUID:
+def _resolve_one(batch: _Batch, event: PendingEvent, keys: list[IdentityKey]) -> uuid.UUID:
     strong: dict[str, set[str]] = defaultdict(set)
     for key in keys:
         if is_strong(key.kind):
@@ -156,13 +171,13 @@ def _resolve_one(batch: _Batch, event: CanonicalEvent, keys: list[IdentityKey]) 
 # --- effects of stored events -----------------------------------------------------
 
 
-def apply(session: Session, events: Sequence[tuple[CanonicalEvent, uuid.UUID]]) -> None:
+def apply(session: Session, events: Sequence[tuple[PendingEvent, uuid.UUID]]) -> None:
     """Apply newly stored events (each exactly once) to their profiles, oldest first."""
     ordered = sorted(events, key=lambda pair: pair[0].occurred_at)
     seen: dict[uuid.UUID, datetime] = {}
     views: dict[tuple[uuid.UUID, str], tuple[int, datetime]] = {}
     orders: list[dict[str, Any]] = []
-    traits: dict[uuid.UUID, list[CanonicalEvent]] = defaultdict(list)
+    traits: dict[uuid.UUID, list[PendingEvent]] = defaultdict(list)
 
     for event, customer in ordered:
         seen[customer] = max(seen.get(customer, event.occurred_at), event.occurred_at)
@@ -183,7 +198,7 @@ def apply(session: Session, events: Sequence[tuple[CanonicalEvent, uuid.UUID]]) 
         repository.recompute_spend(session, {row["customer_id"] for row in orders})
 
 
-def _apply_traits(session: Session, by_customer: dict[uuid.UUID, list[CanonicalEvent]]) -> None:
+def _apply_traits(session: Session, by_customer: dict[uuid.UUID, list[PendingEvent]]) -> None:
     customers = repository.customers_for_update(session, by_customer)
     for customer_id, events in by_customer.items():
         customer = customers[customer_id]
@@ -204,7 +219,13 @@ _ORDER_STATUS = {
 }
 
 
-def _order_row(event: CanonicalEvent, customer: uuid.UUID) -> dict[str, Any] | None:
+def order_key(name: str | None, properties: dict[str, Any]) -> str | None:
+    """The order id an order event names, which joins it to its order's profile."""
+    order_id = properties.get("order_id") if name in _ORDER_STATUS else None
+    return str(order_id) if order_id else None
+
+
+def _order_row(event: PendingEvent, customer: uuid.UUID) -> dict[str, Any] | None:
     status = _ORDER_STATUS.get(event.name or "")
     order_id = event.properties.get("order_id")
     if status is None or not order_id:
