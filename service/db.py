@@ -61,7 +61,11 @@ def make_engine(url: str, *, pool_size: int | None = None) -> Engine:
         sqlalchemy_url(url),
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=settings.db_pool_size,
-        pool_pre_ping=True,
+        # A ping before each checkout is a round trip on every request; off by default.
+        # A connection that died (database restart) fails its next use once and is
+        # replaced; recycling bounds how old a connection gets.
+        pool_pre_ping=settings.db_pre_ping,
+        pool_recycle=1800,
         connect_args={"connect_timeout": settings.db_connect_timeout_s},
     )
 

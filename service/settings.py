@@ -19,6 +19,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".data")
     db_pool_size: int = Field(default=10, ge=1)
     db_connect_timeout_s: int = Field(default=5, ge=1)
+    db_pre_ping: bool = False
 
     # Celery broker. Unset: kombu's SQLAlchemy transport on the same PostgreSQL.
     broker_url: str | None = None

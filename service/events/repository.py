@@ -8,10 +8,32 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from service.events.models import QuarantinedEvent, WebhookDelivery
+
+# A delivery and the events it maps to, in one round trip. A delivery id seen before
+# inserts nothing at all, so a redelivery has no second effect.
+_INSERT_DELIVERY = text(
+    """
+    WITH delivery AS (
+        INSERT INTO webhook_deliveries (source, delivery_id, topic, headers, body, status)
+        VALUES (:source, :delivery_id, :topic, CAST(:headers AS jsonb), :body, :status)
+        ON CONFLICT (source, delivery_id) DO NOTHING
+        RETURNING id),
+    stored AS (
+        INSERT INTO events (source, message_id, identity_keys, type, name, occurred_at,
+                            received_at, properties, context, delivery_id)
+        SELECT r.source, r.message_id, r.identity_keys, r.type, r.name, r.occurred_at,
+               r.received_at, r.properties, r.context, delivery.id
+        FROM delivery, jsonb_to_recordset(CAST(:events AS jsonb)) AS r(
+            source text, message_id text, identity_keys jsonb, type text, name text,
+            occurred_at timestamptz, received_at timestamptz, properties jsonb, context jsonb)
+        ON CONFLICT (source, message_id) DO NOTHING
+        RETURNING 1)
+    SELECT (SELECT id FROM delivery) AS delivery, (SELECT count(*) FROM stored) AS events
+    """
+)
 
 
 def insert_delivery(
@@ -23,22 +45,23 @@ def insert_delivery(
     headers: dict[str, str],
     body: bytes,
     status: str,
-) -> int | None:
-    """Store a delivery; None if this delivery id was received before."""
-    stmt = (
-        insert(WebhookDelivery)
-        .values(
-            source=source,
-            delivery_id=delivery_id,
-            topic=topic,
-            headers=headers,
-            body=body,
-            status=status,
-        )
-        .on_conflict_do_nothing(index_elements=["source", "delivery_id"])
-        .returning(WebhookDelivery.id)
-    )
-    return session.scalar(stmt)
+    events: Sequence[dict[str, Any]] = (),
+) -> tuple[int | None, int]:
+    """Store a delivery and its events; (None, 0) if this delivery id was seen before,
+    else (the delivery's row id, events stored)."""
+    row = session.execute(
+        _INSERT_DELIVERY,
+        {
+            "source": source,
+            "delivery_id": delivery_id,
+            "topic": topic,
+            "headers": json.dumps(headers),
+            "body": body,
+            "status": status,
+            "events": json.dumps(list(events), default=str),
+        },
+    ).one()
+    return row.delivery, row.events
 
 
 def set_delivery_status(session: Session, *, delivery: int, status: str) -> None:
@@ -60,9 +83,9 @@ _INSERT_EVENTS = text(
     SELECT source, message_id, identity_keys, type, name, occurred_at, received_at,
            properties, context, delivery_id
     FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
-        source text, message_id text, identity_keys jsonb, type text, name text,
-        occurred_at timestamptz, received_at timestamptz, properties jsonb, context jsonb,
-        delivery_id bigint)
+            source text, message_id text, identity_keys jsonb, type text, name text,
+            occurred_at timestamptz, received_at timestamptz, properties jsonb, context jsonb,
+            delivery_id bigint)
     ON CONFLICT (source, message_id) DO NOTHING
     RETURNING source, message_id
     """

@@ -43,39 +43,44 @@ def store(
     """Store events with their identity keys; they are put on profiles after the commit
     (`resolve_pending`). A message id stored before (earlier in the batch, by an earlier
     request or by a concurrent transaction) is a duplicate with no effect."""
-    unique: dict[tuple[str, str], CanonicalEvent] = {}
-    for event in events:
-        unique.setdefault((event.source, event.message_id), event)
-    received_at = datetime.now(UTC)
-    inserted = repository.insert_events(
-        session,
-        [
-            {
-                "source": e.source,
-                "message_id": e.message_id,
-                "identity_keys": [
-                    k.to_json()
-                    for k in keys_for(
-                        e.identifiers,
-                        source=e.source,
-                        order_id=profiles.order_key(e.name, e.properties),
-                    )
-                ],
-                "type": e.type,
-                "name": e.name,
-                "occurred_at": e.occurred_at,
-                "received_at": received_at,
-                "properties": e.properties if e.type != "identify" else e.traits,
-                "context": e.context,
-                "delivery_id": delivery,
-            }
-            for e in unique.values()
-        ],
-    )
+    inserted = repository.insert_events(session, event_rows(events, delivery=delivery))
     if inserted:
         nudge_after_commit(session, RESOLVE_TASK)
     all_keys = {(e.source, e.message_id) for e in events}
     return Stored(accepted=inserted, duplicates=all_keys - inserted)
+
+
+def event_rows(
+    events: Sequence[CanonicalEvent], *, delivery: int | None = None
+) -> list[dict[str, Any]]:
+    """Rows for the events table, one per message id, with identity keys hashed and
+    encrypted (the raw values are not stored)."""
+    unique: dict[tuple[str, str], CanonicalEvent] = {}
+    for event in events:
+        unique.setdefault((event.source, event.message_id), event)
+    received_at = datetime.now(UTC)
+    return [
+        {
+            "source": e.source,
+            "message_id": e.message_id,
+            "identity_keys": [
+                k.to_json()
+                for k in keys_for(
+                    e.identifiers,
+                    source=e.source,
+                    order_id=profiles.order_key(e.name, e.properties),
+                )
+            ],
+            "type": e.type,
+            "name": e.name,
+            "occurred_at": e.occurred_at,
+            "received_at": received_at,
+            "properties": e.properties if e.type != "identify" else e.traits,
+            "context": e.context,
+            "delivery_id": delivery,
+        }
+        for e in unique.values()
+    ]
 
 
 def resolve_pending(session: Session, *, limit: int = 1000) -> int:
@@ -152,7 +157,7 @@ def receive_webhook(
     except ValueError as exc:  # not JSON
         status, problem = "quarantined", (f"the body is not valid JSON: {exc}", None)
 
-    delivery = repository.insert_delivery(
+    delivery, stored = repository.insert_delivery(
         session,
         source=source,
         delivery_id=delivery_id,
@@ -160,6 +165,7 @@ def receive_webhook(
         headers=headers,
         body=body,
         status=status,
+        events=event_rows(events),
     )
     if delivery is None:
         return "duplicate", 0
@@ -172,9 +178,9 @@ def receive_webhook(
             reason=problem[0],
             field=problem[1],
         )
-        return status, 0
-    stored = store(session, events=events, delivery=delivery)
-    return status, len(stored.accepted)
+    if stored:
+        nudge_after_commit(session, RESOLVE_TASK)
+    return status, stored
 
 
 # --- the events API ---------------------------------------------------------------
