@@ -54,8 +54,3 @@ def decrypt(token: bytes) -> str:
 def new_keys() -> tuple[str, str]:
     """A fresh (hash key, encryption key) pair."""
     return Fernet.generate_key().decode(), Fernet.generate_key().decode()
-
-
-def clear_cache() -> None:
-    _hash_key.cache_clear()
-    _fernet.cache_clear()

@@ -128,10 +128,6 @@ def assign_customers(session: Session, assignments: Sequence[tuple[int, Any]]) -
     )
 
 
-def unresolved_count(session: Session) -> int:
-    return session.scalar(text("SELECT count(*) FROM events WHERE customer_id IS NULL")) or 0
-
-
 def quarantine(
     session: Session,
     *,
