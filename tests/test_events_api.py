@@ -120,3 +120,27 @@ def test_events_api_needs_the_ingest_scope(client: TestClient, api_key) -> None:
     assert client.post("/v1/events", json=event).status_code == 401
     denied = client.post("/v1/events", json=event, headers=api_key(Scope.STOREFRONT))
     assert denied.status_code == 403
+
+
+def test_an_event_that_cannot_be_resolved_is_set_aside_without_holding_back_the_rest(
+    client: TestClient, session: Session, ingest: dict[str, str], api_key
+) -> None:
+    bad = track("Order Completed", user="u-bad", order_id="x" * 300, total="1", currency="USD")
+    good = [track("Product Viewed", anon=f"a{i}", product_id="p1") for i in range(3)]
+    client.post("/v1/events", json={"batch": [good[0], bad, *good[1:]]}, headers=ingest)
+
+    assert resolve_all() == 4
+    rows = session.execute(
+        text("SELECT customer_id IS NOT NULL AS resolved, resolve_error FROM events ORDER BY id")
+    ).all()
+    assert [r.resolved for r in rows] == [True, False, True, True]
+    assert "could not be put on a profile" in rows[1].resolve_error
+
+    admin = api_key(Scope.ADMIN)
+    [item] = client.get("/v1/quarantine", headers=admin).json()
+    assert item["reason"] == rows[1].resolve_error
+    # Replaying hands it back to the resolvers (here it fails again, and is set aside again).
+    replayed = client.post(f"/v1/quarantine/{item['id']}/replay", headers=admin)
+    assert replayed.json()["status"] == "replayed"
+    assert resolve_all() == 1
+    assert len(client.get("/v1/quarantine", headers=admin).json()) == 1

@@ -56,6 +56,8 @@ class Event(Base):
     customer_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("customers.id"))
     # Identity keys (emails and phones hashed and encrypted) until resolved, then NULL.
     identity_keys: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    # Why resolution failed for this event alone (it is then also in the quarantine).
+    resolve_error: Mapped[str | None] = mapped_column(Text)
     type: Mapped[str] = mapped_column(String(16))
     name: Mapped[str | None] = mapped_column(String(255))
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -72,7 +74,11 @@ class Event(Base):
 Index("ix_events_customer_occurred", Event.customer_id, Event.occurred_at)
 Index("ix_events_customer_name_occurred", Event.customer_id, Event.name, Event.occurred_at)
 # The outbox: events not yet resolved, oldest first.
-Index("ix_events_unresolved", Event.id, postgresql_where=Event.customer_id.is_(None))
+Index(
+    "ix_events_unresolved",
+    Event.id,
+    postgresql_where=Event.customer_id.is_(None) & Event.resolve_error.is_(None),
+)
 
 
 class QuarantinedEvent(Base):

@@ -107,7 +107,8 @@ def claim_unresolved(session: Session, *, limit: int) -> Sequence[Any]:
     return session.execute(
         text(
             "SELECT id, source, message_id, type, name, occurred_at, properties, "
-            "identity_keys FROM events WHERE customer_id IS NULL ORDER BY id "
+            "identity_keys FROM events WHERE customer_id IS NULL AND resolve_error IS NULL "
+            "ORDER BY id "
             "LIMIT :limit FOR UPDATE SKIP LOCKED"
         ),
         {"limit": limit},
@@ -126,6 +127,17 @@ def assign_customers(session: Session, assignments: Sequence[tuple[int, Any]]) -
         ),
         {"ids": list(ids), "customers": list(customers)},
     )
+
+
+def mark_unresolvable(session: Session, *, event: int, error: str) -> None:
+    session.execute(
+        text("UPDATE events SET resolve_error = :error WHERE id = :id"),
+        {"error": error, "id": event},
+    )
+
+
+def retry_resolution(session: Session, *, event: int) -> None:
+    session.execute(text("UPDATE events SET resolve_error = NULL WHERE id = :id"), {"id": event})
 
 
 def quarantine(

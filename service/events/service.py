@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from service.events import platforms, repository
@@ -25,6 +27,7 @@ from service.settings import get_settings
 from service.worker import nudge_after_commit
 
 API_SOURCE = "api"
+log = structlog.get_logger(__name__)
 
 # Resolves stored events onto profiles; nudged after each commit that stored some,
 # and run every second by the scheduler so nothing waits on a lost nudge.
@@ -102,12 +105,45 @@ def resolve_pending(session: Session, *, limit: int = 1000) -> int:
         )
         for r in rows
     ]
+    try:
+        with session.begin_nested():
+            _resolve(session, pending)
+    except (DBAPIError, ValueError, TypeError, KeyError) as exc:
+        if isinstance(exc, OperationalError):
+            raise  # deadlock, lost connection: the task retries the batch
+        # One bad event must not hold back the rest: retry each on its own and set
+        # aside (with the reason, in the quarantine) any that still fails.
+        log.warning("resolve_batch_failed", events=len(pending), error_type=type(exc).__name__)
+        for event in pending:
+            try:
+                with session.begin_nested():
+                    _resolve(session, [event])
+            except (DBAPIError, ValueError, TypeError, KeyError) as one:
+                if isinstance(one, OperationalError):
+                    raise
+                _set_aside(session, event, error=type(one).__name__)
+    return len(rows)
+
+
+def _resolve(session: Session, pending: Sequence[profiles.PendingEvent]) -> None:
     customers = profiles.resolve(session, pending)
     repository.assign_customers(
         session, [(e.id, c) for e, c in zip(pending, customers, strict=True)]
     )
     profiles.apply(session, list(zip(pending, customers, strict=True)))
-    return len(rows)
+
+
+def _set_aside(session: Session, event: profiles.PendingEvent, *, error: str) -> None:
+    reason = f"could not be put on a profile ({error})"
+    repository.mark_unresolvable(session, event=event.id, error=reason)
+    repository.quarantine(
+        session,
+        source=event.source,
+        reason=reason,
+        field=None,
+        payload={"event_id": event.id, "message_id": event.message_id},
+    )
+    log.error("event_set_aside", event_id=event.id, error_type=error)
 
 
 # --- webhooks ---------------------------------------------------------------------
@@ -306,6 +342,12 @@ def replay(session: Session, *, item_id: int) -> tuple[str, int] | None:
     if item is None:
         return None
     if item.status == "replayed":
+        return "replayed", 0
+    if isinstance(item.payload, dict) and "event_id" in item.payload:
+        # An event that could not be put on a profile: let the resolvers try again.
+        repository.retry_resolution(session, event=int(item.payload["event_id"]))
+        nudge_after_commit(session, RESOLVE_TASK)
+        repository.mark_replayed(session, item)
         return "replayed", 0
     try:
         if item.delivery_id is not None:

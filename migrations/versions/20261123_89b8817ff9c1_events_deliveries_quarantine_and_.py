@@ -1,8 +1,8 @@
 """events, deliveries, quarantine and profiles
 
-Revision ID: 9bd3c204a8fe
+Revision ID: 89b8817ff9c1
 Revises: 4bba57453a6e
-Create Date: 2026-11-23 17:38:39.396776
+Create Date: 2026-11-23 17:54:52.794949
 """
 
 from collections.abc import Sequence
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "9bd3c204a8fe"
+revision: str = "89b8817ff9c1"
 down_revision: str | None = "4bba57453a6e"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -89,6 +89,7 @@ def upgrade() -> None:
         sa.Column("message_id", sa.String(length=255), nullable=False),
         sa.Column("customer_id", sa.Uuid(), nullable=True),
         sa.Column("identity_keys", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+        sa.Column("resolve_error", sa.Text(), nullable=True),
         sa.Column("type", sa.String(length=16), nullable=False),
         sa.Column("name", sa.String(length=255), nullable=True),
         sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
@@ -126,7 +127,7 @@ def upgrade() -> None:
         "events",
         ["id"],
         unique=False,
-        postgresql_where=sa.text("customer_id IS NULL"),
+        postgresql_where=sa.text("customer_id IS NULL AND resolve_error IS NULL"),
     )
     op.create_table(
         "identities",
@@ -251,7 +252,9 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_identities_customer_id"), table_name="identities")
     op.drop_table("identities")
     op.drop_index(
-        "ix_events_unresolved", table_name="events", postgresql_where=sa.text("customer_id IS NULL")
+        "ix_events_unresolved",
+        table_name="events",
+        postgresql_where=sa.text("customer_id IS NULL AND resolve_error IS NULL"),
     )
     op.drop_index("ix_events_customer_occurred", table_name="events")
     op.drop_index("ix_events_customer_name_occurred", table_name="events")
