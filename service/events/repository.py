@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
+from service.db import json_document
 from service.events.models import QuarantinedEvent, WebhookDelivery
 
 # A delivery and the events it maps to, in one round trip. A delivery id seen before
@@ -55,10 +55,10 @@ def insert_delivery(
             "source": source,
             "delivery_id": delivery_id,
             "topic": topic,
-            "headers": json.dumps(headers),
+            "headers": json_document(headers),
             "body": body,
             "status": status,
-            "events": json.dumps(list(events), default=str),
+            "events": json_document(list(events)),
         },
     ).one()
     return row.delivery, row.events
@@ -97,7 +97,7 @@ def insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> set[tuple
     (a message id already stored, even by a concurrent transaction, is skipped)."""
     if not rows:
         return set()
-    document = json.dumps(list(rows), default=str)
+    document = json_document(list(rows))
     return {(r.source, r.message_id) for r in session.execute(_INSERT_EVENTS, {"rows": document})}
 
 
@@ -118,14 +118,13 @@ def claim_unresolved(session: Session, *, limit: int) -> Sequence[Any]:
 def assign_customers(session: Session, assignments: Sequence[tuple[int, Any]]) -> None:
     if not assignments:
         return
-    ids, customers = zip(*assignments, strict=True)
     session.execute(
         text(
             "UPDATE events AS e SET customer_id = a.customer_id, identity_keys = NULL "
-            "FROM unnest(CAST(:ids AS bigint[]), CAST(:customers AS uuid[])) "
-            "AS a(id, customer_id) WHERE e.id = a.id"
+            "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS a(id bigint, customer_id uuid) "
+            "WHERE e.id = a.id"
         ),
-        {"ids": list(ids), "customers": list(customers)},
+        {"rows": json_document([{"id": i, "customer_id": c} for i, c in assignments])},
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -11,6 +12,7 @@ from typing import Any
 from sqlalchemy import or_, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
+from service.db import json_document
 from service.events.models import Event
 from service.profiles.identity import IdentityKey, is_strong
 from service.profiles.models import (
@@ -86,16 +88,21 @@ def insert_customers(session: Session, ids: Iterable[uuid.UUID]) -> None:
 def insert_identities(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     if not rows:
         return
+    document = [
+        {
+            **row,
+            "encrypted": base64.b64encode(row["encrypted"]).decode() if row["encrypted"] else None,
+        }
+        for row in rows
+    ]
     session.execute(
         text(
-            "INSERT INTO identities (customer_id, kind, value, encrypted) SELECT * FROM unnest("
-            "CAST(:customer_id AS uuid[]), CAST(:kind AS text[]), CAST(:value AS text[]), "
-            "CAST(:encrypted AS bytea[])) ON CONFLICT (kind, value) DO NOTHING"
+            "INSERT INTO identities (customer_id, kind, value, encrypted) "
+            "SELECT customer_id, kind, value, decode(encrypted, 'base64') "
+            "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(customer_id uuid, kind text, "
+            "value text, encrypted text) ON CONFLICT (kind, value) DO NOTHING"
         ),
-        {
-            name: [row[name] for row in rows]
-            for name in ("customer_id", "kind", "value", "encrypted")
-        },
+        {"rows": json_document(document)},
     )
 
 
@@ -216,14 +223,13 @@ def customers_for_update(session: Session, ids: Iterable[uuid.UUID]) -> dict[uui
 def touch_last_seen(session: Session, seen: dict[uuid.UUID, datetime]) -> None:
     if not seen:
         return
-    ids, times = zip(*sorted(seen.items()), strict=True)
     session.execute(
         text(
             "UPDATE customers AS c SET last_seen_at = GREATEST(c.last_seen_at, v.seen) "
-            "FROM unnest(CAST(:ids AS uuid[]), CAST(:times AS timestamptz[])) AS v(id, seen) "
+            "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(id uuid, seen timestamptz) "
             "WHERE c.id = v.id"
         ),
-        {"ids": list(ids), "times": list(times)},
+        {"rows": json_document([{"id": c, "seen": at} for c, at in sorted(seen.items())])},
     )
 
 
@@ -232,21 +238,22 @@ def add_product_views(
 ) -> None:
     if not views:
         return
-    ordered = sorted(views.items())
     session.execute(
         text(
             "INSERT INTO product_views (customer_id, product_id, views, last_viewed_at) "
-            "SELECT * FROM unnest(CAST(:customers AS uuid[]), CAST(:products AS text[]), "
-            "CAST(:counts AS int[]), CAST(:times AS timestamptz[])) "
+            "SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(customer_id uuid, "
+            "product_id text, views int, last_viewed_at timestamptz) "
             "ON CONFLICT (customer_id, product_id) DO UPDATE SET "
             "views = product_views.views + excluded.views, "
             "last_viewed_at = GREATEST(product_views.last_viewed_at, excluded.last_viewed_at)"
         ),
         {
-            "customers": [c for (c, _), _ in ordered],
-            "products": [p for (_, p), _ in ordered],
-            "counts": [n for _, (n, _) in ordered],
-            "times": [at for _, (_, at) in ordered],
+            "rows": json_document(
+                [
+                    {"customer_id": c, "product_id": p, "views": n, "last_viewed_at": at}
+                    for (c, p), (n, at) in sorted(views.items())
+                ]
+            )
         },
     )
 
