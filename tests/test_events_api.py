@@ -144,3 +144,26 @@ def test_an_event_that_cannot_be_resolved_is_set_aside_without_holding_back_the_
     assert replayed.json()["status"] == "replayed"
     assert resolve_all() == 1
     assert len(client.get("/v1/quarantine", headers=admin).json()) == 1
+
+
+def test_with_the_broker_down_events_are_accepted_and_resolved_later(
+    client: TestClient, session: Session, ingest: dict[str, str], monkeypatch
+) -> None:
+    """The after-commit nudge cannot reach the broker: the request still succeeds (the
+    nudge is sent from a background thread), and the stored events wait for the sweep."""
+    from tests.conftest import clear_caches
+
+    with monkeypatch.context() as patch:
+        patch.setenv("BROKER_URL", "amqp://guest:guest@127.0.0.1:1//")
+        clear_caches()
+        try:
+            response = client.post(
+                "/v1/events", json=track("Cart Viewed", user="u-outage"), headers=ingest
+            )
+        finally:
+            patch.undo()
+            clear_caches()
+    assert response.json()["accepted"] == 1
+    unresolved = session.execute(text("SELECT count(*) FROM events WHERE customer_id IS NULL"))
+    assert unresolved.scalar_one() == 1
+    assert resolve_all() == 1  # what the scheduler's sweep does once a worker runs

@@ -35,14 +35,15 @@ def test_readyz_names_the_database_when_it_is_down(
 def test_readyz_names_the_broker_when_it_is_down(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("BROKER_URL", "amqp://guest:guest@127.0.0.1:1//")
-    monkeypatch.setenv("READINESS_TIMEOUT_S", "1")
-    clear_caches()
-    try:
-        response = client.get("/readyz")
-    finally:
-        monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        patch.setenv("BROKER_URL", "amqp://guest:guest@127.0.0.1:1//")
+        patch.setenv("READINESS_TIMEOUT_S", "1")
         clear_caches()
+        try:
+            response = client.get("/readyz")
+        finally:
+            patch.undo()
+            clear_caches()
     assert response.status_code == 503
     assert response.json()["checks"]["broker"] in {"unreachable", "timeout"}
     assert response.json()["checks"]["database"] == "ok"
