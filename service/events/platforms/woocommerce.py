@@ -1,0 +1,183 @@
+"""WooCommerce webhooks (topic in `X-WC-Webhook-Topic`) mapped to canonical events."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from service.events.canonical import (
+    ORDER_CANCELLED,
+    ORDER_COMPLETED,
+    ORDER_REFUNDED,
+    ORDER_UPDATED,
+    CanonicalEvent,
+    Identifiers,
+)
+from service.events.platforms.common import (
+    Delivery,
+    Mapper,
+    Node,
+    compact,
+    decimal_sum,
+    ignored,
+    money_text,
+    run_table,
+)
+
+# ----------------------------------------------------------------------- WooCommerce
+
+
+def _woo_id(node: Node, key: str) -> str | None:
+    """WooCommerce writes 0 for "none": a guest customer, a product without variation."""
+    value = node.opt_id(key)
+    return None if value == "0" else value
+
+
+def _woo_product(line: Node) -> dict[str, Any]:
+    return compact(
+        {
+            "product_id": _woo_id(line, "product_id"),
+            "variant": _woo_id(line, "variation_id"),
+            "sku": line.text("sku"),
+            "name": line.text("name"),
+            "price": line.opt_money("price"),
+            "quantity": line.opt_int("quantity"),
+        }
+    )
+
+
+def _woo_identifiers(body: Node) -> Identifiers:
+    billing = body.child_or_empty("billing")
+    return Identifiers(
+        platform_customer_id=_woo_id(body, "customer_id"),
+        email=billing.text("email"),
+        phone=billing.text("phone"),
+    )
+
+
+def _woo_order_properties(body: Node) -> dict[str, Any]:
+    return compact(
+        {
+            "order_id": body.id("id"),
+            "products": [_woo_product(line) for line in body.children("line_items")],
+            "total": body.money("total"),
+            "tax": body.opt_money("total_tax"),
+            "shipping": body.opt_money("shipping_total"),
+            "discount": body.opt_money("discount_total"),
+            "currency": body.text("currency"),
+            "status": body.text("status"),
+        }
+    )
+
+
+def _woo_order_created(delivery: Delivery) -> list[CanonicalEvent]:
+    body = delivery.body
+    return [
+        delivery.event(
+            name=ORDER_COMPLETED,
+            occurred_at=body.iso_time("date_created_gmt", naive_is_utc=True),
+            identifiers=_woo_identifiers(body),
+            properties=_woo_order_properties(body),
+        )
+    ]
+
+
+def _woo_refund(delivery: Delivery, *, occurred_at: datetime) -> CanonicalEvent | None:
+    """Order Refunded for an order that has refunds, with their sum as a positive total.
+
+    The payload is the order as it is now, so the total is cumulative over all refunds
+    so far; `refund_ids` says which ones it covers."""
+    body = delivery.body
+    refunds = body.children("refunds")
+    if not refunds and body.text("status") != "refunded":
+        return None
+    if refunds:
+        total = decimal_sum(refund.amount("total").copy_abs() for refund in refunds)
+    else:  # fully refunded, refunds not listed: the whole order
+        total = body.amount("total")
+    properties = {
+        "order_id": body.id("id"),
+        "total": money_text(total),
+        "currency": body.text("currency"),
+        "refund_ids": [refund.id("id") for refund in refunds],
+        # The sum of all refunds so far, re-sent with every later update.
+        "cumulative": True,
+    }
+    return delivery.event(
+        name=ORDER_REFUNDED,
+        occurred_at=occurred_at,
+        identifiers=_woo_identifiers(body),
+        properties=compact(properties),
+    )
+
+
+def _woo_order_updated(delivery: Delivery) -> list[CanonicalEvent]:
+    body = delivery.body
+    occurred_at = body.iso_time("date_modified_gmt", naive_is_utc=True)
+    name = ORDER_CANCELLED if body.text("status") == "cancelled" else ORDER_UPDATED
+    updated = delivery.event(
+        name=name,
+        occurred_at=occurred_at,
+        identifiers=_woo_identifiers(body),
+        properties=_woo_order_properties(body),
+    )
+    refunded = _woo_refund(delivery, occurred_at=occurred_at)
+    return [updated] if refunded is None else [updated, refunded]
+
+
+def _woo_customer(delivery: Delivery, *, time_key: str) -> list[CanonicalEvent]:
+    body = delivery.body
+    billing = body.child_or_empty("billing")
+    created = (
+        body.iso_time("date_created_gmt", naive_is_utc=True).isoformat()
+        if body.has("date_created_gmt")
+        else None
+    )
+    traits = {
+        "first_name": body.text("first_name"),
+        "last_name": body.text("last_name"),
+        "username": body.text("username"),
+        "created_at": created,
+    }
+    identifiers = Identifiers(
+        platform_customer_id=body.id("id"),
+        email=body.text("email") or billing.text("email"),
+        phone=billing.text("phone"),
+    )
+    return [
+        delivery.event(
+            type="identify",
+            name=None,
+            occurred_at=body.iso_time(time_key, naive_is_utc=True),
+            identifiers=identifiers,
+            traits=compact(traits),
+        )
+    ]
+
+
+# WooCommerce's `*_gmt` timestamps are UTC without an offset.
+WOOCOMMERCE_TOPICS: Mapping[str, Mapper] = {
+    "order.created": _woo_order_created,
+    # Also sent on refunds: adds Order Refunded; status "cancelled" is Order Cancelled.
+    "order.updated": _woo_order_updated,
+    "order.deleted": ignored,  # trashing an order is bookkeeping, not a customer action
+    "order.restored": ignored,
+    "customer.created": partial(_woo_customer, time_key="date_created_gmt"),
+    "customer.updated": partial(_woo_customer, time_key="date_modified_gmt"),
+}
+
+
+def map_woocommerce(
+    *, topic: str, payload: dict[str, Any], delivery_id: str
+) -> list[CanonicalEvent]:
+    """Map one WooCommerce delivery (`X-WC-Webhook-Topic`, body,
+    `X-WC-Webhook-Delivery-ID`)."""
+    return run_table(
+        WOOCOMMERCE_TOPICS,
+        source="woocommerce",
+        topic=topic,
+        payload=payload,
+        delivery_id=delivery_id,
+    )
