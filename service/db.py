@@ -6,6 +6,7 @@ or the Celery task base class (`service.worker.DatabaseTask`) owns the transacti
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -24,8 +25,16 @@ from service.settings import get_settings
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
+
+def _json_loads(data: str | bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:  # e.g. an integer beyond 64 bits, which JSONB allows
+        return json.loads(data)
+
+
 # Rows read from JSONB columns are decoded by orjson (several times faster than json).
-psycopg.types.json.set_json_loads(orjson.loads)
+psycopg.types.json.set_json_loads(_json_loads)
 
 
 def json_document(value: Any) -> str:

@@ -163,10 +163,17 @@ def nudge_after_commit(session: Session, task_name: str) -> None:
     if not session.info.get("nudge_hooks"):
         session.info["nudge_hooks"] = True
         event.listen(session, "after_commit", _send_nudges)
-        event.listen(session, "after_rollback", lambda s: s.info.pop("nudges", None))
+        event.listen(session, "after_rollback", _drop_nudges)
     names.add(task_name)
 
 
 def _send_nudges(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint was released; the transaction has not committed yet
     for name in session.info.pop("nudges", set()):
         NUDGER.nudge(name)
+
+
+def _drop_nudges(session: Session) -> None:
+    if not session.in_nested_transaction():
+        session.info.pop("nudges", None)

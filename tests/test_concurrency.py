@@ -61,3 +61,94 @@ def test_a_second_resolver_waits_for_the_first_on_a_shared_identity(make_databas
         assert profiles == 1
     finally:
         engine.dispose()
+
+
+def test_an_event_resolved_during_a_merge_lands_on_the_winner(make_database) -> None:
+    """Profile L (anonymous x, email E) is being merged into W (user u) by resolver A
+    when resolver B resolves an order naming only E. B must wait for the merge and put
+    the order on W; otherwise it would stay on the merged-away L for good."""
+    from service.events.service import ingest_api_events
+
+    engine = create_engine(make_database("merge_race"))
+
+    def store(*raw: dict) -> None:
+        with Session(engine) as session, session.begin():
+            ingest_api_events(session, raw_events=list(raw))
+
+    def resolve_all() -> None:
+        with Session(engine) as session, session.begin():
+            while service.resolve_pending(session):
+                pass
+
+    try:
+        store(
+            {
+                "type": "identify",
+                "anonymousId": "x",
+                "timestamp": "2026-11-20T09:00:00Z",
+                "traits": {"email": "e@example.com"},
+            }
+        )
+        store({"type": "identify", "userId": "u", "timestamp": "2026-11-20T09:00:00Z"})
+        resolve_all()
+        store(
+            {
+                "type": "identify",
+                "userId": "u",
+                "anonymousId": "x",
+                "messageId": "a",
+                "timestamp": "2026-11-20T10:00:00Z",
+            }
+        )
+        store(
+            {
+                "type": "track",
+                "event": "Order Completed",
+                "anonymousId": "y",
+                "messageId": "b",
+                "timestamp": "2026-11-20T10:05:00Z",
+                "properties": {
+                    "email": "e@example.com",
+                    "order_id": "o-1",
+                    "total": "50",
+                    "currency": "EUR",
+                },
+            }
+        )
+
+        failures: list[BaseException] = []
+
+        def resolver_b() -> None:
+            try:
+                with Session(engine) as session, session.begin():
+                    assert service.resolve_pending(session, limit=1) == 1
+            except BaseException as exc:
+                failures.append(exc)
+
+        with Session(engine) as first, first.begin():
+            assert service.resolve_pending(first, limit=1) == 1  # A: merges L into W
+            other = threading.Thread(target=resolver_b)
+            other.start()
+            time.sleep(0.5)
+        other.join(timeout=30)
+        assert not failures, failures
+
+        with engine.connect() as conn:
+            winner = conn.execute(
+                text(
+                    "SELECT c.id FROM customers c JOIN identities i ON i.customer_id = c.id "
+                    "WHERE i.kind = 'user_id' AND i.value = 'u'"
+                )
+            ).scalar_one()
+            on = conn.execute(
+                text(
+                    "SELECT (SELECT customer_id FROM events WHERE message_id = 'b'), "
+                    "(SELECT customer_id FROM orders WHERE order_id = 'o-1'), "
+                    "(SELECT customer_id FROM identities WHERE kind = 'anonymous_id' "
+                    "AND value = 'y'), (SELECT orders_count FROM customers WHERE id = :w)"
+                ),
+                {"w": winner},
+            ).one()
+        assert tuple(on) == (winner, winner, winner, 1)
+    finally:
+        engine.dispose()

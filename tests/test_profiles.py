@@ -252,3 +252,73 @@ def test_unknown_profile_is_404(client: TestClient, keys) -> None:
     response = client.get("/v1/profiles/email:nobody@example.com", headers=keys["marketer"])
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_a_merge_recomputes_the_winners_orders_and_spend(
+    client: TestClient, session: Session, keys
+) -> None:
+    post(client, keys, identify(user="u-1", anon="a-A", ts="2026-11-20T09:00:00Z"))
+    post(
+        client,
+        keys,
+        track(
+            "Order Completed",
+            anon="a-B",
+            order_id="o-1",
+            total="50.00",
+            currency="EUR",
+            timestamp="2026-11-20T10:00:00Z",
+        ),
+    )
+    assert profile(client, keys, "anonymous_id:a-B")["orders_count"] == 1
+    post(client, keys, identify(user="u-1", anon="a-B", ts="2026-11-20T11:00:00Z"))
+    merged = profile(client, keys, "user_id:u-1")
+    assert merged["orders_count"] == 1
+    assert merged["spend"] == [
+        {"currency": "EUR", "orders_count": 1, "total_spent": "50", "average_order_value": "50.00"}
+    ]
+
+
+def test_a_cancelled_order_stays_cancelled_when_a_plain_update_follows(
+    client: TestClient, keys
+) -> None:
+    order = fixture("shopify_orders_create.json")
+    order["created_at"] = "2022-01-01T10:00:00-05:00"
+    order["cancelled_at"] = order["updated_at"] = "2022-01-02T10:00:00-05:00"
+    send.shopify(client, "orders/create", order)
+    send.shopify(client, "orders/cancelled", order)
+    send.shopify(client, "orders/updated", order)  # Shopify sends both for a cancellation
+    customer = f"shopify_customer:{order['customer']['id']}"
+    assert profile(client, keys, customer)["orders_count"] == 0
+
+
+def test_a_refused_merge_is_recorded_once(client: TestClient, session: Session, keys) -> None:
+    post(client, keys, identify(user="alice", anon="family-tablet"))
+    for ts in ("2026-11-21T00:00:00Z", "2026-11-22T00:00:00Z"):
+        post(client, keys, identify(user="bob", anon="family-tablet", ts=ts))
+    assert live_customers(session) == 2
+    refusals = session.execute(
+        text("SELECT count(*) FROM profile_merges WHERE outcome = 'refused'")
+    ).scalar_one()
+    assert refusals == 1
+
+
+def test_spend_is_written_as_a_plain_decimal(client: TestClient, keys) -> None:
+    post(
+        client,
+        keys,
+        track("Order Completed", user="round", order_id="r1", total="100.00", currency="USD"),
+    )
+    assert profile(client, keys, "user_id:round")["spend"][0]["total_spent"] == "100"
+
+
+def test_newest_trait_wins_across_a_dst_change_in_a_non_utc_session(
+    client: TestClient, session: Session, keys
+) -> None:
+    """At the end of summer time in Berlin, 01:15Z is 02:15+01:00 and the earlier 00:50Z
+    is 02:50+02:00: compared as local text, the older would look newer."""
+    session.execute(text("SET TIME ZONE 'Europe/Berlin'"))
+    post(client, keys, identify(user="tz", ts="2026-10-25T01:15:00Z", plan="newer"))
+    resolve_all()
+    post(client, keys, identify(user="tz", ts="2026-10-25T00:50:00Z", plan="older"))
+    assert profile(client, keys, "user_id:tz")["traits"]["plan"] == "newer"

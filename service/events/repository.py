@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -150,16 +151,29 @@ def quarantine(
     payload: Any = None,
 ) -> int:
     row = QuarantinedEvent(
+        payload=_storable(payload),
         source=source,
         topic=topic,
         delivery_id=delivery,
-        payload=payload,
         reason=reason[:2000],
         field=field,
     )
     session.add(row)
     session.flush()
     return row.id
+
+
+def _storable(payload: Any) -> Any:
+    """The payload, or a readable stand-in when JSONB cannot hold it (a NUL character or
+    a lone surrogate): the input is kept either way."""
+    try:
+        text = json.dumps(payload, ensure_ascii=False)
+        text.encode("utf-8")  # fails on a lone surrogate
+    except (TypeError, ValueError):
+        return {"unstorable_payload": repr(payload)[:32768]}
+    if "\\u0000" in text:
+        return {"unstorable_payload": repr(payload)[:32768]}
+    return payload
 
 
 def quarantine_page(

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
+from service.db import json_document
 from service.events import platforms, repository
 from service.events.canonical import CanonicalEvent, Identifiers, IgnoredTopic, MappingError
 from service.events.schemas import ApiEvent, EventResult
@@ -32,6 +33,8 @@ log = structlog.get_logger(__name__)
 # Resolves stored events onto profiles; nudged after each commit that stored some,
 # and run every second by the scheduler so nothing waits on a lost nudge.
 RESOLVE_TASK = "service.events.tasks.resolve_pending"
+# The quarantine's topic for a stored event that could not be put on a profile.
+SET_ASIDE_TOPIC = "resolve"
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,7 @@ def _set_aside(session: Session, event: profiles.PendingEvent, *, error: str) ->
     repository.quarantine(
         session,
         source=event.source,
+        topic=SET_ASIDE_TOPIC,
         reason=reason,
         field=None,
         payload={"event_id": event.id, "message_id": event.message_id},
@@ -186,10 +190,13 @@ def receive_webhook(
         events = map_delivery(
             source=source, topic=topic, payload=json.loads(body), delivery_id=delivery_id
         )
+        for event in events:
+            check_storable(event)
     except IgnoredTopic:
         status = "ignored"
     except MappingError as exc:
         status, problem = "quarantined", (exc.reason, exc.field)
+        events = []
     except ValueError as exc:  # not JSON
         status, problem = "quarantined", (f"the body is not valid JSON: {exc}", None)
 
@@ -235,12 +242,16 @@ def to_canonical(event: ApiEvent, *, raw: dict[str, Any], received_at: datetime)
     occurred = event.timestamp or received_at
     if occurred.tzinfo is None:
         occurred = occurred.replace(tzinfo=UTC)
-    return CanonicalEvent(
+    try:
+        occurred = occurred.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00
+        raise MappingError("the timestamp is out of range", field="timestamp") from exc
+    canonical = CanonicalEvent(
         source=API_SOURCE,
         message_id=event.message_id or _content_id(raw),
         type=event.type,
         name=event.event if event.type == "track" else event.name,
-        occurred_at=occurred.astimezone(UTC),
+        occurred_at=occurred,
         identifiers=Identifiers(
             user_id=event.user_id,
             anonymous_id=event.anonymous_id,
@@ -252,6 +263,22 @@ def to_canonical(event: ApiEvent, *, raw: dict[str, Any], received_at: datetime)
         traits=traits if event.type == "identify" else {},
         context=context,
     )
+    if not keys_for(canonical.identifiers, source=API_SOURCE):
+        raise MappingError("every id of the event is empty or blocked", field="anonymousId")
+    check_storable(canonical)
+    return canonical
+
+
+def check_storable(event: CanonicalEvent) -> None:
+    """PostgreSQL's JSONB cannot hold every JSON value: a NUL character, a lone surrogate
+    or an integer beyond 64 bits would fail the whole statement, so such an event is
+    rejected (and quarantined) on its own instead."""
+    try:
+        document = json_document([event.properties, event.traits, event.context])
+    except (TypeError, ValueError) as exc:  # orjson: lone surrogate, integer out of range
+        raise MappingError(f"a value cannot be stored: {exc}") from exc
+    if "\\u0000" in document:
+        raise MappingError("a value contains a NUL character, which cannot be stored")
 
 
 def ingest_api_events(session: Session, *, raw_events: Sequence[Any]) -> list[EventResult]:
@@ -277,7 +304,7 @@ def ingest_api_events(session: Session, *, raw_events: Sequence[Any]) -> list[Ev
                 source=API_SOURCE,
                 reason=reason,
                 field=field,
-                payload=raw if isinstance(raw, dict | list) else None,
+                payload=raw if isinstance(raw, dict) else {"not_an_object": repr(raw)[:2000]},
             )
             results.append(
                 EventResult(
@@ -343,9 +370,10 @@ def replay(session: Session, *, item_id: int) -> tuple[str, int] | None:
         return None
     if item.status == "replayed":
         return "replayed", 0
-    if isinstance(item.payload, dict) and "event_id" in item.payload:
+    event_id = item.payload.get("event_id") if isinstance(item.payload, dict) else None
+    if item.topic == SET_ASIDE_TOPIC and item.delivery_id is None and isinstance(event_id, int):
         # An event that could not be put on a profile: let the resolvers try again.
-        repository.retry_resolution(session, event=int(item.payload["event_id"]))
+        repository.retry_resolution(session, event=event_id)
         nudge_after_commit(session, RESOLVE_TASK)
         repository.mark_replayed(session, item)
         return "replayed", 0

@@ -44,19 +44,32 @@ def lock_keys(session: Session, keys: Iterable[IdentityKey]) -> None:
 
 
 def owners(session: Session, keys: Iterable[IdentityKey]) -> dict[tuple[str, str], uuid.UUID]:
+    """The live profile owning each key (following a merge to the profile it became)."""
     pairs = sorted({(k.kind, k.value) for k in keys})
     if not pairs:
         return {}
     kinds, values = zip(*pairs, strict=True)
     rows = session.execute(
         text(
-            "SELECT i.kind, i.value, i.customer_id FROM identities AS i JOIN unnest("
-            "CAST(:kinds AS text[]), CAST(:values AS text[])) AS k(kind, value) "
-            "ON i.kind = k.kind AND i.value = k.value"
+            "SELECT i.kind, i.value, coalesce(c.merged_into_id, c.id) AS customer_id "
+            "FROM identities AS i JOIN unnest(CAST(:kinds AS text[]), CAST(:values AS text[])) "
+            "AS k(kind, value) ON i.kind = k.kind AND i.value = k.value "
+            "JOIN customers AS c ON c.id = i.customer_id"
         ),
         {"kinds": list(kinds), "values": list(values)},
     )
     return {(r.kind, r.value): r.customer_id for r in rows}
+
+
+def lock_customers(session: Session, ids: Iterable[uuid.UUID]) -> None:
+    """Row locks on these profiles, taken in id order (so two resolvers cannot deadlock
+    on them)."""
+    wanted = sorted(set(ids))
+    if wanted:
+        session.execute(
+            text("SELECT id FROM customers WHERE id = ANY(:ids) ORDER BY id FOR UPDATE"),
+            {"ids": wanted},
+        )
 
 
 def strong_ids(
@@ -169,6 +182,8 @@ def merge(
         (t for t in (winner_row.last_seen_at, loser_row.last_seen_at) if t), default=None
     )
     loser_row.merged_into_id = winner
+    session.flush()
+    recompute_spend(session, [winner])  # the loser's orders now count for the winner
     record_merge(
         session,
         winner=winner,
@@ -190,6 +205,14 @@ def record_merge(
     source: str,
     message_id: str,
 ) -> None:
+    if outcome == "refused" and session.scalar(
+        select(ProfileMerge.id).where(
+            ProfileMerge.winner_id == winner,
+            ProfileMerge.loser_id == loser,
+            ProfileMerge.outcome == "refused",
+        )
+    ):
+        return  # a refusal is recorded once per pair of profiles, not per event
     session.add(
         ProfileMerge(
             winner_id=winner,
@@ -273,7 +296,11 @@ _UPSERT_ORDER = text(
     VALUES (:source, :order_id, :customer_id, :status, :status_at, :currency, :total,
             :placed_at, :refunded, :refunded_cumulative)
     ON CONFLICT (source, order_id) DO UPDATE SET
+      -- The newest status wins, but a generic update or a refund never undoes a
+      -- cancellation (platforms send an update beside the cancellation itself).
       status = CASE WHEN excluded.status_at >= orders.status_at
+                     AND NOT (orders.status = 'cancelled'
+                              AND excluded.status IN ('updated', 'refunded'))
                     THEN excluded.status ELSE orders.status END,
       total = CASE WHEN excluded.total IS NOT NULL
                     AND (excluded.status_at >= orders.status_at OR orders.total IS NULL)

@@ -54,7 +54,7 @@ def get_profile(ref: Ref, session: DbSession, _: Marketer) -> ProfileOut:
             SpendOut(
                 currency=s.currency,
                 orders_count=s.orders_count,
-                total_spent=str(s.total_spent.normalize()),
+                total_spent=format(s.total_spent.normalize(), "f"),
                 average_order_value=str(
                     (s.total_spent / s.orders_count).quantize(Decimal("0.01"))
                     if s.orders_count

@@ -83,7 +83,7 @@ def resolve(session: Session, events: Sequence[PendingEvent]) -> list[uuid.UUID]
     event_keys = [e.keys for e in events]
     all_keys = [k for keys in event_keys for k in keys]
     repository.lock_keys(session, all_keys)
-    owner = repository.owners(session, all_keys)
+    owner = _lock_owners(session, all_keys)
     strong = repository.strong_ids(session, owner.values()) if owner else {}
     batch = _Batch(owner=owner, strong=strong)
 
@@ -122,6 +122,29 @@ def resolve(session: Session, events: Sequence[PendingEvent]) -> list[uuid.UUID]
     return [batch.live(c) for c in assigned]
 
 
+class ResolutionConflict(RuntimeError):
+    """The profiles an event names kept changing under concurrent merges; the batch is
+    left unresolved for the next run."""
+
+
+def _lock_owners(session: Session, keys: Sequence[IdentityKey]) -> dict[tuple[str, str], uuid.UUID]:
+    """The live profile owning each key, with those profiles' rows locked.
+
+    A concurrent resolver may be merging one of them away: taking its row lock waits
+    for that merge to commit, after which the keys are read again (they then point at
+    the winner, whose row is locked in turn). Without this, an event could land on a
+    profile that was merged away a moment before, and stay there.
+    """
+    owner = repository.owners(session, keys)
+    for _ in range(5):
+        repository.lock_customers(session, set(owner.values()))
+        again = repository.owners(session, keys)
+        if again == owner:
+            return owner
+        owner = again
+    raise ResolutionConflict("identity owners kept changing")
+
+
 def _resolve_one(batch: _Batch, event: PendingEvent, keys: list[IdentityKey]) -> uuid.UUID:
     strong: dict[str, set[str]] = defaultdict(set)
     for key in keys:
@@ -134,6 +157,7 @@ def _resolve_one(batch: _Batch, event: PendingEvent, keys: list[IdentityKey]) ->
         if found is not None and batch.live(found) not in matched:
             matched.append(batch.live(found))
     candidates = [c for c in matched if batch.compatible(c, strong)]
+    incompatible = [c for c in matched if c not in candidates]
 
     if candidates:
         customer = candidates[0]
@@ -157,6 +181,18 @@ def _resolve_one(batch: _Batch, event: PendingEvent, keys: list[IdentityKey]) ->
                     "reason": "different ids of the same kind",
                 }
             )
+
+    for other in incompatible:  # e.g. a shared device already tied to another account
+        batch.refusals.append(
+            {
+                "loser": other,
+                "source": event.source,
+                "message_id": event.message_id,
+                "winner": customer,
+                "outcome": "refused",
+                "reason": "the event names another id of the same kind",
+            }
+        )
 
     for key in keys:
         pair = (key.kind, key.value)
@@ -204,7 +240,8 @@ def _apply_traits(session: Session, by_customer: dict[uuid.UUID, list[PendingEve
         customer = customers[customer_id]
         values, times = dict(customer.traits), dict(customer.trait_times)
         for event in events:
-            at = event.occurred_at.isoformat()
+            # Compared as text: always UTC, whatever the database session's time zone.
+            at = event.occurred_at.astimezone(UTC).isoformat()
             for trait, value in event.traits.items():
                 if at >= times.get(trait, ""):
                     values[trait], times[trait] = value, at
@@ -267,6 +304,8 @@ def money(value: Any) -> Decimal | None:
 def find(session: Session, *, ref: str) -> Customer | None:
     """A profile by its id or by any identity, written `kind:value`
     (`email:ann@example.com`, `user_id:42`, `shopify_customer:7`, `anonymous_id:…`)."""
+    if "\x00" in ref:  # no stored id holds a NUL, and the database rejects it in text
+        return None
     try:
         customer_id: uuid.UUID | None = uuid.UUID(ref)
     except ValueError:

@@ -196,7 +196,10 @@ def parse_iso(value: object, field: str, *, naive_is_utc: bool) -> datetime:
         if not naive_is_utc:
             raise MappingError("timestamp has no UTC offset", field=field)
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00
+        raise MappingError("timestamp out of range", field=field) from exc
 
 
 def parse_unix(value: object, field: str) -> datetime:

@@ -156,6 +156,9 @@ def _segment_properties(body: Node) -> dict[str, Any]:
     if properties is None:
         return {}
     values = _segment_money(properties)
+    # Contact data travels only as identifiers (hashed and encrypted there).
+    values.pop("email", None)
+    values.pop("phone", None)
     if properties.has("products"):
         values["products"] = [_segment_money(p) for p in properties.children("products")]
     return values
@@ -166,11 +169,12 @@ def _segment_identifiers(body: Node) -> Identifiers:
     # context.traits.
     traits = body.child_or_empty("traits")
     context_traits = body.child_or_empty("context").child_or_empty("traits")
+    properties = body.child_or_empty("properties")
     identifiers = Identifiers(
         user_id=body.opt_id("userId"),
         anonymous_id=body.opt_id("anonymousId"),
-        email=traits.text("email") or context_traits.text("email"),
-        phone=traits.text("phone") or context_traits.text("phone"),
+        email=traits.text("email") or context_traits.text("email") or properties.text("email"),
+        phone=traits.text("phone") or context_traits.text("phone") or properties.text("phone"),
     )
     if identifiers.user_id is None and identifiers.anonymous_id is None:
         raise MappingError("a Segment event needs userId or anonymousId", field="userId")
