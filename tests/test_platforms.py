@@ -841,3 +841,16 @@ TABLES = {
 )
 def test_every_mapped_topic_is_documented(topic: str) -> None:
     assert f"`{topic}`" in DOCS.read_text()
+
+
+@pytest.mark.parametrize(
+    ("status_id", "name"), [(5, "Order Cancelled"), (6, "Order Cancelled"), (11, "Order Updated")]
+)
+def test_bigcommerce_status_update_to_cancelled_or_declined_cancels(
+    status_id: int, name: str
+) -> None:
+    payload = load("bigcommerce_order_statusUpdated.json")
+    payload["data"]["status"]["new_status_id"] = status_id
+    [event] = map_standard(source="bigcommerce", payload=payload, delivery_id="d1")
+    assert event.name == name
+    assert event.properties["order_id"] == "250"

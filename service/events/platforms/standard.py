@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any
 
 from service.events.canonical import (
+    ORDER_CANCELLED,
     ORDER_COMPLETED,
     ORDER_REFUNDED,
     ORDER_UPDATED,
@@ -78,9 +79,15 @@ def _bigcommerce_cart_converted(delivery: Delivery) -> list[CanonicalEvent]:
     )
 
 
+# BigCommerce's order status ids that end an order: 5 Cancelled, 6 Declined.
+_BIGCOMMERCE_CANCELLED = frozenset({5, 6})
+
+
 def _bigcommerce_order(delivery: Delivery, *, name: str) -> list[CanonicalEvent]:
     data = delivery.body.child("data")
     status = data.opt_child("status")  # only on statusUpdated: numeric status ids
+    if status and status.opt_int("new_status_id") in _BIGCOMMERCE_CANCELLED:
+        name = ORDER_CANCELLED
     properties = {
         "order_id": data.id("id"),
         "status_id": status.opt_int("new_status_id") if status else None,
