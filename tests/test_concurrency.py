@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from service.events import service
@@ -26,6 +27,28 @@ def event(anonymous_id: str) -> CanonicalEvent:
     )
 
 
+def resolve_second_while_first_is_open(engine: Engine) -> None:
+    """Resolver A takes the oldest pending event and keeps its transaction open while
+    resolver B, in another thread, takes the next one; then A commits and B finishes.
+    B is now blocked on A, or (without the locks under test) has already decided."""
+    failures: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with Session(engine) as session, session.begin():
+                assert service.resolve_pending(session, limit=1) == 1
+        except BaseException as exc:
+            failures.append(exc)
+
+    with Session(engine) as first, first.begin():
+        assert service.resolve_pending(first, limit=1) == 1
+        other = threading.Thread(target=second)
+        other.start()
+        time.sleep(0.5)
+    other.join(timeout=30)
+    assert not failures, failures
+
+
 def test_a_second_resolver_waits_for_the_first_on_a_shared_identity(make_database) -> None:
     """Resolver A has put a new visitor's first event on a new profile but not yet
     committed; resolver B takes the visitor's second event. B must end on A's profile
@@ -35,22 +58,7 @@ def test_a_second_resolver_waits_for_the_first_on_a_shared_identity(make_databas
         with Session(engine) as session, session.begin():
             service.store(session, events=[event("visitor-1"), event("visitor-1")])
 
-        failures: list[BaseException] = []
-
-        def second_resolver() -> None:
-            try:
-                with Session(engine) as session, session.begin():
-                    assert service.resolve_pending(session, limit=1) == 1
-            except BaseException as exc:
-                failures.append(exc)
-
-        with Session(engine) as first, first.begin():
-            assert service.resolve_pending(first, limit=1) == 1
-            other = threading.Thread(target=second_resolver)
-            other.start()
-            time.sleep(0.5)  # B is now blocked, or (without the lock) has decided wrongly
-        other.join(timeout=30)
-        assert not failures, failures
+        resolve_second_while_first_is_open(engine)
 
         with engine.connect() as conn:
             customers = conn.execute(
@@ -116,22 +124,7 @@ def test_an_event_resolved_during_a_merge_lands_on_the_winner(make_database) -> 
             }
         )
 
-        failures: list[BaseException] = []
-
-        def resolver_b() -> None:
-            try:
-                with Session(engine) as session, session.begin():
-                    assert service.resolve_pending(session, limit=1) == 1
-            except BaseException as exc:
-                failures.append(exc)
-
-        with Session(engine) as first, first.begin():
-            assert service.resolve_pending(first, limit=1) == 1  # A: merges L into W
-            other = threading.Thread(target=resolver_b)
-            other.start()
-            time.sleep(0.5)
-        other.join(timeout=30)
-        assert not failures, failures
+        resolve_second_while_first_is_open(engine)  # A merges L into W; B takes the order
 
         with engine.connect() as conn:
             winner = conn.execute(

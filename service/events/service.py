@@ -40,7 +40,6 @@ SET_ASIDE_TOPIC = "resolve"
 @dataclass(frozen=True)
 class Stored:
     accepted: set[tuple[str, str]]
-    duplicates: set[tuple[str, str]]
 
 
 def store(
@@ -52,8 +51,7 @@ def store(
     inserted = repository.insert_events(session, event_rows(events, delivery=delivery))
     if inserted:
         nudge_after_commit(session, RESOLVE_TASK)
-    all_keys = {(e.source, e.message_id) for e in events}
-    return Stored(accepted=inserted, duplicates=all_keys - inserted)
+    return Stored(accepted=inserted)
 
 
 def event_rows(
