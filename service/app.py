@@ -13,6 +13,7 @@ from service.auth.router import router as auth_router
 from service.events.router import router as events_router
 from service.events.schemas import ApiEvent, EventsBatch
 from service.events.webhooks import router as webhooks_router
+from service.events.writer import DeliveryWriter
 from service.health.router import router as health_router
 from service.logging import RequestLogMiddleware, configure
 from service.profiles.router import router as profiles_router
@@ -42,6 +43,8 @@ def create_app() -> FastAPI:
             "`application/problem+json` documents."
         ),
     )
+    # Concurrent webhook deliveries share one transaction (see service/events/writer.py).
+    app.state.delivery_writer = DeliveryWriter()
     errors.install(app)
     app.add_middleware(RequestLogMiddleware)
     app.include_router(health_router)

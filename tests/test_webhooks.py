@@ -259,3 +259,32 @@ def test_unmappable_delivery_is_quarantined_listed_and_replayable_after_a_fix(
     assert replayed.json() == {"id": item["id"], "status": "replayed", "events": 1}
     assert event_names(session) == ["Order Completed"]
     assert client.get("/v1/quarantine", headers=admin).json() == []
+
+
+# --- headers and fields longer than their columns ------------------------------------
+
+
+def test_long_topic_and_ids_are_stored_not_500(client: TestClient, session: Session) -> None:
+    payload = fixture("shopify_orders_create.json")
+    long_id = "e" * 300
+    first = send.shopify(client, "orders/" + "x" * 190, payload, event_id=long_id)
+    again = send.shopify(client, "orders/" + "x" * 190, payload, event_id=long_id)
+    assert (first.status_code, first.json()["status"]) == (200, "ignored")
+    assert again.json()["status"] == "duplicate"
+
+    stripe_event = fixture("stripe_checkout_session_completed.json")
+    stripe_event["id"], stripe_event["type"] = "evt_" + "1" * 300, "t" * 300
+    assert send.stripe(client, stripe_event).json()["status"] == "ignored"
+
+    bigcommerce = fixture("bigcommerce_order_created.json")
+    assert send.standard(client, "bigcommerce", bigcommerce, msg_id="m" * 300).status_code == 200
+    assert send.standard(client, "bigcommerce", bigcommerce, msg_id="m" * 300).json() == {
+        "status": "duplicate",
+        "events": 0,
+    }
+    stored = session.execute(
+        text("SELECT max(length(delivery_id)), max(length(topic)) FROM webhook_deliveries")
+    ).one()
+    assert stored[0] <= 255
+    assert stored[1] <= 128
+    assert count(session, "webhook_deliveries") == 3

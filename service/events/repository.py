@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -13,56 +15,95 @@ from sqlalchemy.orm import Session
 from service.db import json_document
 from service.events.models import QuarantinedEvent, WebhookDelivery
 
-# A delivery and the events it maps to, in one round trip. A delivery id seen before
-# inserts nothing at all, so a redelivery has no second effect.
-_INSERT_DELIVERY = text(
+# Deliveries and the events they map to, any number in one round trip (concurrent
+# requests share one transaction: one commit, one fsync). A delivery id seen before
+# inserts nothing at all, so a redelivery has no second effect; bodies travel as a
+# bytea array beside the JSON document, matched by position.
+_INSERT_DELIVERIES = text(
     """
-    WITH delivery AS (
+    WITH given AS (
+        SELECT d.source, d.delivery_id, d.topic, d.headers, d.status,
+               decode(d.body, 'base64') AS body
+        FROM json_to_recordset(CAST(:deliveries AS json))
+                 AS d(source text, delivery_id text, topic text, headers jsonb, status text,
+                      body text)),
+    delivery AS (
         INSERT INTO webhook_deliveries (source, delivery_id, topic, headers, body, status)
-        VALUES (:source, :delivery_id, :topic, CAST(:headers AS jsonb), :body, :status)
+        SELECT source, delivery_id, topic, headers, body, status FROM given
         ON CONFLICT (source, delivery_id) DO NOTHING
-        RETURNING id),
+        RETURNING id, source, delivery_id),
     stored AS (
         INSERT INTO events (source, message_id, identity_keys, type, name, occurred_at,
                             received_at, properties, context, delivery_id)
         SELECT r.source, r.message_id, r.identity_keys, r.type, r.name, r.occurred_at,
                r.received_at, r.properties, r.context, delivery.id
-        FROM delivery, jsonb_to_recordset(CAST(:events AS jsonb)) AS r(
+        FROM jsonb_to_recordset(CAST(:events AS jsonb)) AS r(
             source text, message_id text, identity_keys jsonb, type text, name text,
-            occurred_at timestamptz, received_at timestamptz, properties jsonb, context jsonb)
+            occurred_at timestamptz, received_at timestamptz, properties jsonb, context jsonb,
+            delivery_source text, delivery_key text)
+        JOIN delivery ON delivery.source = r.delivery_source
+                     AND delivery.delivery_id = r.delivery_key
+        ORDER BY r.source, r.message_id
         ON CONFLICT (source, message_id) DO NOTHING
-        RETURNING 1)
-    SELECT (SELECT id FROM delivery) AS delivery, (SELECT count(*) FROM stored) AS events
+        RETURNING delivery_id)
+    SELECT delivery.id, delivery.source, delivery.delivery_id,
+           (SELECT count(*) FROM stored WHERE stored.delivery_id = delivery.id) AS events
+    FROM delivery
     """
 )
 
 
-def insert_delivery(
-    session: Session,
-    *,
-    source: str,
-    delivery_id: str,
-    topic: str | None,
-    headers: dict[str, str],
-    body: bytes,
-    status: str,
-    events: Sequence[dict[str, Any]] = (),
-) -> tuple[int | None, int]:
-    """Store a delivery and its events; (None, 0) if this delivery id was seen before,
-    else (the delivery's row id, events stored)."""
-    row = session.execute(
-        _INSERT_DELIVERY,
+@dataclass(frozen=True)
+class NewDelivery:
+    source: str
+    delivery_id: str
+    topic: str | None
+    headers: dict[str, str]
+    body: bytes
+    status: str
+    # Event rows (`service.event_rows`); joined to their delivery by source and id.
+    events: Sequence[dict[str, Any]]
+
+
+def insert_deliveries(
+    session: Session, deliveries: Sequence[NewDelivery]
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """Store deliveries and their events in one statement. Returns, for each delivery
+    stored now, (source, delivery id) → (its row id, events stored); a delivery id seen
+    before, or twice in `deliveries`, is stored once.
+
+    Rows are inserted in key order, so two concurrent groups sharing keys (redeliveries
+    arriving at two processes) wait for each other instead of deadlocking."""
+    unique: dict[tuple[str, str], NewDelivery] = {}
+    for d in deliveries:
+        unique.setdefault((d.source, d.delivery_id), d)
+    ordered = [unique[key] for key in sorted(unique)]
+    rows = session.execute(
+        _INSERT_DELIVERIES,
         {
-            "source": source,
-            "delivery_id": delivery_id,
-            "topic": topic,
-            "headers": json_document(headers),
-            "body": body,
-            "status": status,
-            "events": json_document(list(events)),
+            "deliveries": json_document(
+                [
+                    {
+                        "source": d.source,
+                        "delivery_id": d.delivery_id,
+                        "topic": d.topic,
+                        "headers": d.headers,
+                        "status": d.status,
+                        "body": base64.b64encode(d.body).decode(),
+                    }
+                    for d in ordered
+                ]
+            ),
+            "events": json_document(
+                [
+                    row | {"delivery_source": d.source, "delivery_key": d.delivery_id}
+                    for d in ordered
+                    for row in d.events
+                ]
+            ),
         },
-    ).one()
-    return row.delivery, row.events
+    )
+    return {(r.source, r.delivery_id): (r.id, r.events) for r in rows}
 
 
 def set_delivery_status(session: Session, *, delivery: int, status: str) -> None:

@@ -167,61 +167,80 @@ def map_delivery(
     return platforms.map_standard(source=source, payload=payload, delivery_id=delivery_id)
 
 
-def receive_webhook(
-    session: Session,
-    *,
-    source: str,
-    delivery_id: str,
-    topic: str | None,
-    headers: dict[str, str],
-    body: bytes,
-) -> tuple[str, int]:
-    """Store a verified delivery and what it maps to; returns (status, events stored).
+@dataclass(frozen=True)
+class Delivery:
+    """A verified webhook delivery, as received."""
+
+    source: str
+    delivery_id: str
+    topic: str | None
+    headers: dict[str, str]
+    body: bytes
+
+
+def receive_webhooks(session: Session, *, deliveries: Sequence[Delivery]) -> list[tuple[str, int]]:
+    """Store verified deliveries and what they map to; returns (status, events stored)
+    for each, in order. A delivery id stored before, or earlier in `deliveries`, is a
+    duplicate with no effect.
 
     A delivery that cannot be mapped is kept (delivery row + quarantine entry) and
     acknowledged: retrying would not fix it, replaying after a fix will.
     """
-    events: list[CanonicalEvent] = []
-    problem: tuple[str, str | None] | None = None
-    status = "processed"
+    mapped = [_map_delivery(d) for d in deliveries]
+    stored = repository.insert_deliveries(
+        session,
+        [
+            repository.NewDelivery(
+                source=d.source,
+                delivery_id=d.delivery_id,
+                topic=d.topic,
+                headers=d.headers,
+                body=d.body,
+                status=status,
+                events=event_rows(events),
+            )
+            for d, (status, events, _) in zip(deliveries, mapped, strict=True)
+        ],
+    )
+    results: list[tuple[str, int]] = []
+    for d, (status, _, problem) in zip(deliveries, mapped, strict=True):
+        row = stored.pop((d.source, d.delivery_id), None)
+        if row is None:
+            results.append(("duplicate", 0))
+            continue
+        delivery, count = row
+        if problem is not None:
+            repository.quarantine(
+                session,
+                source=d.source,
+                topic=d.topic,
+                delivery=delivery,
+                reason=problem[0],
+                field=problem[1],
+            )
+        results.append((status, count))
+    if any(count for _, count in results):
+        nudge_after_commit(session, RESOLVE_TASK)
+    return results
+
+
+def _map_delivery(
+    d: Delivery,
+) -> tuple[str, list[CanonicalEvent], tuple[str, str | None] | None]:
+    """(delivery status, its events, why it is quarantined if it is)."""
     try:
         events = map_delivery(
-            source=source, topic=topic, payload=json.loads(body), delivery_id=delivery_id
+            source=d.source, topic=d.topic, payload=json.loads(d.body), delivery_id=d.delivery_id
         )
         for event in events:
             check_storable(event)
     except IgnoredTopic:
-        status = "ignored"
+        return "ignored", [], None
     except MappingError as exc:
-        status, problem = "quarantined", (exc.reason, exc.field)
-        events = []
+        return "quarantined", [], (exc.reason, exc.field)
     except ValueError as exc:  # not JSON
-        status, problem = "quarantined", (f"the body is not valid JSON: {exc}", None)
-
-    delivery, stored = repository.insert_delivery(
-        session,
-        source=source,
-        delivery_id=delivery_id,
-        topic=topic,
-        headers=headers,
-        body=body,
-        status=status,
-        events=event_rows(events),
-    )
-    if delivery is None:
-        return "duplicate", 0
-    if problem is not None:
-        repository.quarantine(
-            session,
-            source=source,
-            topic=topic,
-            delivery=delivery,
-            reason=problem[0],
-            field=problem[1],
-        )
-    if stored:
-        nudge_after_commit(session, RESOLVE_TASK)
-    return status, stored
+        return "quarantined", [], (f"the body is not valid JSON: {exc}", None)
+    return "processed", events, None
 
 
 # --- the events API ---------------------------------------------------------------

@@ -13,18 +13,19 @@ from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
-from starlette.concurrency import run_in_threadpool
 
-from service import db
 from service.errors import ProblemError, problem_responses
 from service.events import service, signatures
 from service.events.body import limited_body
 from service.events.schemas import WebhookAck
+from service.events.writer import DeliveryWriter
 from service.settings import get_settings
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
 _RESPONSES = problem_responses(400, 401, 404, 413, 500)
+_MAX_DELIVERY_ID = 255  # the lengths of WebhookDelivery's columns
+_MAX_TOPIC = 128
 _SOURCE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 # Headers worth keeping with a delivery. Signatures are never stored.
@@ -73,7 +74,20 @@ def _require(headers: Mapping[str, str], name: str) -> str:
     value = headers.get(name.lower())
     if not value:
         raise ProblemError(400, f"The {name} header is missing.")
-    return value[:200]
+    return value
+
+
+def _key(delivery_id: str) -> str:
+    """A delivery id that fits its column. A longer one is hashed, not cut: two ids
+    sharing a prefix must stay two deliveries."""
+    if len(delivery_id) <= _MAX_DELIVERY_ID:
+        return delivery_id
+    return "sha256:" + hashlib.sha256(delivery_id.encode()).hexdigest()
+
+
+def _topic(topic: str | None) -> str | None:
+    """No platform topic is this long; a longer one maps to nothing and is kept cut."""
+    return topic[:_MAX_TOPIC] if topic else topic
 
 
 def _json_field(body: bytes, *names: str) -> str | None:
@@ -86,15 +100,11 @@ def _json_field(body: bytes, *names: str) -> str | None:
     return next((str(payload[n]) for n in names if payload.get(n)), None)
 
 
-async def _receive(**delivery: Any) -> tuple[str, int]:
-    """Store a verified delivery in one transaction, committed before the response,
-    with all database work in one worker-thread call (each thread hop costs)."""
-
-    def run() -> tuple[str, int]:
-        with db.transaction() as session:
-            return service.receive_webhook(session, **delivery)
-
-    return await run_in_threadpool(run)
+async def _receive(request: Request, **delivery: Any) -> tuple[str, int]:
+    """Store a verified delivery, committed before the response (with any others
+    arriving at the same time: `service/events/writer.py`)."""
+    writer: DeliveryWriter = request.app.state.delivery_writer
+    return await writer.submit(service.Delivery(**delivery))
 
 
 @router.post("/shopify", response_model=WebhookAck, responses=_RESPONSES)
@@ -105,9 +115,10 @@ async def shopify(request: Request, body: RawBody) -> WebhookAck:
     topic = _require(request.headers, "X-Shopify-Topic")
     event_id = _require(request.headers, "X-Shopify-Event-Id")
     status, count = await _receive(
+        request,
         source="shopify",
-        delivery_id=f"{topic}:{event_id}",
-        topic=topic,
+        delivery_id=_key(f"{topic}:{event_id}"),
+        topic=_topic(topic),
         headers=_kept(request.headers),
         body=body,
     )
@@ -127,9 +138,10 @@ async def woocommerce(request: Request, body: RawBody) -> WebhookAck:
     topic = _require(request.headers, "X-WC-Webhook-Topic")
     delivery_id = _require(request.headers, "X-WC-Webhook-Delivery-ID")
     status, count = await _receive(
+        request,
         source="woocommerce",
-        delivery_id=delivery_id,
-        topic=topic,
+        delivery_id=_key(delivery_id),
+        topic=_topic(topic),
         headers=_kept(request.headers),
         body=body,
     )
@@ -147,11 +159,12 @@ async def stripe(request: Request, body: RawBody) -> WebhookAck:
         "stripe",
         tolerance_s=get_settings().webhook_tolerance_s,
     )
-    delivery_id = _json_field(body, "id") or "sha256:" + hashlib.sha256(body).hexdigest()
+    delivery_id = _key(_json_field(body, "id") or "sha256:" + hashlib.sha256(body).hexdigest())
     status, count = await _receive(
+        request,
         source="stripe",
         delivery_id=delivery_id,
-        topic=_json_field(body, "type"),
+        topic=_topic(_json_field(body, "type")),
         headers=_kept(request.headers),
         body=body,
     )
@@ -176,9 +189,10 @@ async def standard(
         tolerance_s=get_settings().webhook_tolerance_s,
     )
     status, count = await _receive(
+        request,
         source=source,
-        delivery_id=_require(request.headers, "webhook-id"),
-        topic=_json_field(body, "scope", "type", "event"),
+        delivery_id=_key(_require(request.headers, "webhook-id")),
+        topic=_topic(_json_field(body, "scope", "type", "event")),
         headers=_kept(request.headers),
         body=body,
     )
