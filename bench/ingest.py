@@ -5,12 +5,12 @@ beside raw INSERTs into the same events table measured in the same run.
                                              # server, else an embedded PostgreSQL
 
 The API runs as a real server (`personalize api`, API_WORKERS processes) in
-subprocesses; the load comes from this process (httpx, asyncio, keep-alive).
+subprocesses. The load comes from wrk (Debian's package) where the machine has it,
+else from this process (aiohttp): see bench/load.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import multiprocessing
 import os
@@ -26,16 +26,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import httpx
 import psycopg
 
+from bench import load
 from service import db
 from service.events.signatures import sign_shopify
 from tests import support
 
 BATCHES = int(os.environ.get("BENCH_BATCHES", "60"))  # of 500 events
-WEBHOOKS = int(os.environ.get("BENCH_WEBHOOKS", "3000"))
+WEBHOOKS = int(os.environ.get("BENCH_WEBHOOKS", "12000"))  # enough for SECONDS at 1,500/s
+SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))  # per wrk run
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "16"))
 API_WORKERS = os.environ.get("BENCH_API_WORKERS", "2")
 SECRET = "shpss_bench_secret"
@@ -110,26 +111,6 @@ def shopify_delivery(i: int) -> tuple[bytes, dict[str, str]]:
         "X-Shopify-Event-Id": uuid.uuid4().hex,
         "X-Shopify-Hmac-Sha256": sign_shopify(body, SECRET),
     }
-
-
-async def drive(base: str, requests: list[tuple[str, bytes, dict[str, str]]]) -> float:
-    """Send all requests with CONCURRENCY in flight; returns seconds. Any non-2xx fails."""
-    queue = list(reversed(requests))
-    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
-    async with aiohttp.ClientSession(base, connector=connector) as client:
-
-        async def worker() -> None:
-            while queue:
-                path, body, headers = queue.pop()
-                method = client.post(path, data=body, headers=headers) if body else client.get(path)
-                async with method as response:
-                    text = await response.text()
-                    if response.status >= 300:
-                        raise RuntimeError(f"{path}: {response.status} {text[:300]}")
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-        return time.perf_counter() - started
 
 
 def raw_inserts(url: str, *, rows: int, per_commit: int, connections: int) -> float:
@@ -253,28 +234,38 @@ def run(url: str) -> None:
             for _ in range(BATCHES)
         ]
         hooks = [("/v1/webhooks/shopify", *shopify_delivery(i)) for i in range(WEBHOOKS)]
-        asyncio.run(drive(base, batches[:2]))  # warm up: connections, imports, caches
-        bare_s = asyncio.run(drive(base, [("/healthz", b"", {})] * WEBHOOKS))
-        batch_s = asyncio.run(drive(base, batches[2:]))
-        hook_s = asyncio.run(drive(base, hooks))
+        # Warm up: connections, imports, caches.
+        load.run(base, batches[:2], concurrency=CONCURRENCY, seconds=0, wrk=False)
+        healthz = [("/healthz", b"", {})] * WEBHOOKS
+        bare = load.run(base, healthz, concurrency=CONCURRENCY, seconds=SECONDS)
+        batch = load.run(base, batches[2:], concurrency=CONCURRENCY, seconds=0, wrk=False)
+        hook = load.run(base, hooks, concurrency=CONCURRENCY, seconds=SECONDS)
     finally:
         api.terminate()
         api.wait(timeout=30)
+    with psycopg.connect(support.libpq_url(url)) as conn:
+        stored = conn.execute("SELECT count(*) FROM webhook_deliveries").fetchone()
+    # Every acknowledged delivery must be there (one more may have been in flight).
+    if not stored or stored[0] < hook.requests - hook.repeated:
+        raise SystemExit(f"acknowledged {hook.requests} webhooks, stored {stored}")
 
     resolved, resolve_s = resolve_backlog(url, processes=int(API_WORKERS))
     events = (BATCHES - 2) * 500
     raw_batched = raw_inserts(url, rows=events, per_commit=500, connections=CONCURRENCY // 4 or 1)
     raw_single = raw_inserts(url, rows=WEBHOOKS, per_commit=1, connections=CONCURRENCY)
-    api_rate, hook_rate = events / batch_s, WEBHOOKS / hook_s
+    api_rate, hook_rate = events / batch.seconds, hook.rate
     print(
         f"\nintake on {os.cpu_count()} cores, API_WORKERS={API_WORKERS}, concurrency={CONCURRENCY}"
+        f", HTTP load by {hook.tool}"
     )
+    if hook.repeated:
+        print(f"({hook.repeated} webhooks were sent twice: raise BENCH_WEBHOOKS)")
     print(f"{'measure':<48}{'per second':>12}{'vs raw':>10}")
     print(f"{'raw INSERT, 500 rows per commit':<48}{raw_batched:>12,.0f}{'1.00':>10}")
     print(
         f"{'POST /v1/events, batches of 500':<48}{api_rate:>12,.0f}{api_rate / raw_batched:>10.2f}"
     )
-    print(f"{'GET /healthz (bare endpoint, no database)':<48}{WEBHOOKS / bare_s:>12,.0f}{'':>10}")
+    print(f"{'GET /healthz (bare endpoint, no database)':<48}{bare.rate:>12,.0f}{'':>10}")
     print(
         f"{'events resolved onto profiles (' + API_WORKERS + ' resolvers)':<48}"
         f"{resolved / resolve_s:>12,.0f}{resolved / resolve_s / raw_batched:>10.2f}"
