@@ -27,6 +27,8 @@ class Run:
     tool: str
     # Requests past the end of the given list, sent again (so duplicates).
     repeated: int = 0
+    p50_ms: float | None = None  # wrk's latency distribution, when wrk ran
+    p99_ms: float | None = None
 
     @property
     def rate(self) -> float:
@@ -66,6 +68,7 @@ def _wrk(base: str, requests: list[Request], *, concurrency: int, seconds: float
                 f"-d{seconds:g}s",
                 "--timeout",
                 "10s",
+                "--latency",
                 "-s",
                 str(REPLAY),
                 base,
@@ -83,7 +86,23 @@ def _wrk(base: str, requests: list[Request], *, concurrency: int, seconds: float
         raise RuntimeError(f"unexpected wrk output:\n{out}")
     count, value, unit = int(match[1]), float(match[2]), match[3]
     took = value / 1000 if unit == "ms" else value * 60 if unit == "m" else value
-    return Run(count, took, "wrk", repeated=max(0, count - len(requests)))
+    return Run(
+        count,
+        took,
+        "wrk",
+        repeated=max(0, count - len(requests)),
+        p50_ms=_percentile(out, "50"),
+        p99_ms=_percentile(out, "99"),
+    )
+
+
+def _percentile(out: str, which: str) -> float | None:
+    """wrk --latency prints e.g. `     99%   12.34ms`."""
+    match = re.search(rf"^\s*{which}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+    if not match:
+        return None
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[match[2]]
+    return float(match[1]) * scale
 
 
 async def _aiohttp(base: str, requests: list[Request], *, concurrency: int) -> Run:
