@@ -12,6 +12,7 @@ from service import errors
 from service.auth.router import router as auth_router
 from service.events.router import router as events_router
 from service.events.schemas import ApiEvent, EventsBatch
+from service.events.tracking import router as tracking_router
 from service.events.webhooks import router as webhooks_router
 from service.events.writer import DeliveryWriter
 from service.health.router import router as health_router
@@ -51,6 +52,7 @@ def create_app() -> FastAPI:
     app.include_router(auth_router)
     app.include_router(events_router)
     app.include_router(webhooks_router)
+    app.include_router(tracking_router)
     app.include_router(profiles_router)
 
     def openapi() -> dict[str, Any]:

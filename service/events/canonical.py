@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-EventType = Literal["track", "identify", "page"]
+EventType = Literal["track", "identify", "page", "screen", "group", "alias"]
 
 # Segment e-commerce v2 event names the service understands.
 PRODUCT_VIEWED = "Product Viewed"

@@ -16,7 +16,7 @@ class ApiEvent(BaseModel):
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    type: Literal["track", "identify", "page"]
+    type: Literal["track", "identify", "page", "screen", "group", "alias"]
     event: str | None = Field(default=None, min_length=1, max_length=255)
     name: str | None = Field(default=None, max_length=255)
     user_id: str | None = Field(default=None, alias="userId", min_length=1, max_length=255)
@@ -24,6 +24,9 @@ class ApiEvent(BaseModel):
         default=None, alias="anonymousId", min_length=1, max_length=255
     )
     message_id: str | None = Field(default=None, alias="messageId", min_length=1, max_length=255)
+    # group: the account the user belongs to; alias: the id the user had before.
+    group_id: str | None = Field(default=None, alias="groupId", min_length=1, max_length=255)
+    previous_id: str | None = Field(default=None, alias="previousId", min_length=1, max_length=255)
     timestamp: datetime | None = None
     properties: dict[str, Any] = Field(default_factory=dict)
     traits: dict[str, Any] = Field(default_factory=dict)
@@ -33,6 +36,10 @@ class ApiEvent(BaseModel):
     def _required(self) -> ApiEvent:
         if self.type == "track" and not self.event:
             raise ValueError("a track event needs `event`, its name")
+        if self.type == "group" and not self.group_id:
+            raise ValueError("a group event needs `groupId`")
+        if self.type == "alias" and not (self.previous_id and self.user_id):
+            raise ValueError("an alias event needs `previousId` and `userId`")
         if not self.user_id and not self.anonymous_id:
             raise ValueError("an event needs `userId` or `anonymousId`")
         return self

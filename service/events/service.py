@@ -247,7 +247,9 @@ def _map_delivery(
 
 
 def to_canonical(event: ApiEvent, *, raw: dict[str, Any], received_at: datetime) -> CanonicalEvent:
-    traits = dict(event.traits)
+    # A group call's traits describe the group (an account), not the user.
+    group_traits = dict(event.traits) if event.type == "group" else None
+    traits = dict(event.traits) if group_traits is None else {}
     found = event.context.get("traits")
     context_traits: dict[str, Any] = found if isinstance(found, dict) else {}
     email = (
@@ -263,6 +265,9 @@ def to_canonical(event: ApiEvent, *, raw: dict[str, Any], received_at: datetime)
         occurred = occurred.astimezone(UTC)
     except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00
         raise MappingError("the timestamp is out of range", field="timestamp") from exc
+    properties = {k: v for k, v in event.properties.items() if k != "email"}
+    if group_traits is not None:
+        properties = {"group_id": event.group_id, "group_traits": group_traits}
     canonical = CanonicalEvent(
         source=API_SOURCE,
         message_id=event.message_id or _content_id(raw),
@@ -271,12 +276,14 @@ def to_canonical(event: ApiEvent, *, raw: dict[str, Any], received_at: datetime)
         occurred_at=occurred,
         identifiers=Identifiers(
             user_id=event.user_id,
-            anonymous_id=event.anonymous_id,
+            # An alias links the id the user had before (usually the anonymous id of
+            # their browsing) to their user id: resolution merges the two profiles.
+            anonymous_id=event.previous_id if event.type == "alias" else event.anonymous_id,
             email=str(email) if email else None,
             phone=str(phone) if phone else None,
             loyalty_number=_str_or_none(traits.get("loyalty_number")),
         ),
-        properties={k: v for k, v in event.properties.items() if k != "email"},
+        properties=properties,
         traits=traits if event.type == "identify" else {},
         context=context,
     )
