@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
@@ -48,6 +49,14 @@ def create_app() -> FastAPI:
     app.state.delivery_writer = DeliveryWriter()
     errors.install(app)
     app.add_middleware(RequestLogMiddleware)
+    if settings.cors_allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allowed_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Content-Encoding"],
+            max_age=3600,
+        )
     app.include_router(health_router)
     app.include_router(auth_router)
     app.include_router(events_router)

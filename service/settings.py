@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     # Webhooks: per source, the accepted signing secrets (two during a rotation), as
     # JSON: {"shopify": ["new", "old"], "woocommerce": ["…"], "bigcommerce": ["…"]}.
     webhook_secrets: dict[str, list[str]] = Field(default_factory=dict)
+    # Web origins whose browsers may call the API (analytics.js sending from the shop).
+    cors_allowed_origins: list[str] = Field(default_factory=list)
     webhook_tolerance_s: int = Field(default=300, ge=1)
     webhook_max_bytes: int = Field(default=1_048_576, ge=1024)
 

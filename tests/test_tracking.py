@@ -7,11 +7,14 @@ import gzip
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from service.app import create_app
 from service.auth.service import Scope
+from service.settings import get_settings
 from tests.support import resolve_all
 
 PROBLEM = "application/problem+json"
@@ -212,3 +215,41 @@ def test_alias_without_previous_id_is_rejected(client: TestClient, api_key) -> N
     )
     assert response.status_code == 200
     assert response.json()["rejected"] == 1
+
+
+def test_a_configured_shop_origin_may_send_from_the_browser(
+    monkeypatch: pytest.MonkeyPatch, connection: object, api_key
+) -> None:
+    shop = "https://shop.example.com"
+    with monkeypatch.context() as patch:
+        patch.setenv("CORS_ALLOWED_ORIGINS", json.dumps([shop]))
+        get_settings.cache_clear()
+        app = create_app()
+    get_settings.cache_clear()
+    with TestClient(app) as browser:
+        preflight = browser.options(
+            "/v1/batch",
+            headers={"Origin": shop, "Access-Control-Request-Method": "POST"},
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == shop
+        # analytics.js posts text/plain (no preflight) with the write key in the body.
+        sent = browser.post(
+            "/v1/batch",
+            content=json.dumps({"batch": [track()], "writeKey": write_key(api_key)}),
+            headers={"Origin": shop, "Content-Type": "text/plain"},
+        )
+        assert sent.json()["accepted"] == 1
+        assert sent.headers["access-control-allow-origin"] == shop
+        other = browser.post(
+            "/v1/batch", json={"batch": [track()]}, headers={"Origin": "https://evil.example"}
+        )
+        assert "access-control-allow-origin" not in other.headers
+
+
+def test_no_origin_is_allowed_by_default(client: TestClient) -> None:
+    preflight = client.options(
+        "/v1/batch",
+        headers={"Origin": "https://shop.example.com", "Access-Control-Request-Method": "POST"},
+    )
+    assert "access-control-allow-origin" not in preflight.headers
