@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from service.events.service import Delivery
+from service.events.repository import Delivery
 from service.events.writer import write
 from tests import webhooks as send
 from tests.support import libpq_url, resolve_all, wait_for

@@ -54,12 +54,19 @@ _INSERT_DELIVERIES = text(
 
 
 @dataclass(frozen=True)
-class NewDelivery:
+class Delivery:
+    """A verified webhook delivery, as received."""
+
     source: str
     delivery_id: str
     topic: str | None
     headers: dict[str, str]
     body: bytes
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    delivery: Delivery
     status: str
     # Event rows (`service.event_rows`); joined to their delivery by source and id.
     events: Sequence[dict[str, Any]]
@@ -75,8 +82,8 @@ def insert_deliveries(
     Rows are inserted in key order, so two concurrent groups sharing keys (redeliveries
     arriving at two processes) wait for each other instead of deadlocking."""
     unique: dict[tuple[str, str], NewDelivery] = {}
-    for d in deliveries:
-        unique.setdefault((d.source, d.delivery_id), d)
+    for new in deliveries:
+        unique.setdefault((new.delivery.source, new.delivery.delivery_id), new)
     ordered = [unique[key] for key in sorted(unique)]
     rows = session.execute(
         _INSERT_DELIVERIES,
@@ -84,21 +91,25 @@ def insert_deliveries(
             "deliveries": json_document(
                 [
                     {
-                        "source": d.source,
-                        "delivery_id": d.delivery_id,
-                        "topic": d.topic,
-                        "headers": d.headers,
-                        "status": d.status,
-                        "body": base64.b64encode(d.body).decode(),
+                        "source": new.delivery.source,
+                        "delivery_id": new.delivery.delivery_id,
+                        "topic": new.delivery.topic,
+                        "headers": new.delivery.headers,
+                        "status": new.status,
+                        "body": base64.b64encode(new.delivery.body).decode(),
                     }
-                    for d in ordered
+                    for new in ordered
                 ]
             ),
             "events": json_document(
                 [
-                    row | {"delivery_source": d.source, "delivery_key": d.delivery_id}
-                    for d in ordered
-                    for row in d.events
+                    row
+                    | {
+                        "delivery_source": new.delivery.source,
+                        "delivery_key": new.delivery.delivery_id,
+                    }
+                    for new in ordered
+                    for row in new.events
                 ]
             ),
         },

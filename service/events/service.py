@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from service.db import json_document
 from service.events import platforms, repository
 from service.events.canonical import CanonicalEvent, Identifiers, IgnoredTopic, MappingError
+from service.events.repository import Delivery
 from service.events.schemas import ApiEvent, EventResult
 from service.profiles import service as profiles
 from service.profiles.identity import IdentityKey, keys_for
@@ -167,17 +168,6 @@ def map_delivery(
     return platforms.map_standard(source=source, payload=payload, delivery_id=delivery_id)
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """A verified webhook delivery, as received."""
-
-    source: str
-    delivery_id: str
-    topic: str | None
-    headers: dict[str, str]
-    body: bytes
-
-
 def receive_webhooks(session: Session, *, deliveries: Sequence[Delivery]) -> list[tuple[str, int]]:
     """Store verified deliveries and what they map to; returns (status, events stored)
     for each, in order. A delivery id stored before, or earlier in `deliveries`, is a
@@ -190,15 +180,7 @@ def receive_webhooks(session: Session, *, deliveries: Sequence[Delivery]) -> lis
     stored = repository.insert_deliveries(
         session,
         [
-            repository.NewDelivery(
-                source=d.source,
-                delivery_id=d.delivery_id,
-                topic=d.topic,
-                headers=d.headers,
-                body=d.body,
-                status=status,
-                events=event_rows(events),
-            )
+            repository.NewDelivery(delivery=d, status=status, events=event_rows(events))
             for d, (status, events, _) in zip(deliveries, mapped, strict=True)
         ],
     )

@@ -16,8 +16,9 @@ import orjson
 from fastapi import APIRouter, Depends, Path, Request, Response
 
 from service.errors import ProblemError, problem_responses
-from service.events import service, signatures
+from service.events import signatures
 from service.events.body import limited_body
+from service.events.repository import Delivery
 from service.events.schemas import WebhookAck
 from service.events.writer import DeliveryWriter
 from service.settings import get_settings
@@ -113,7 +114,7 @@ async def _receive(request: Request, **delivery: Any) -> tuple[str, int]:
     """Store a verified delivery, committed before the response (with any others
     arriving at the same time: `service/events/writer.py`)."""
     writer: DeliveryWriter = request.app.state.delivery_writer
-    return await writer.submit(service.Delivery(**delivery))
+    return await writer.submit(Delivery(**delivery))
 
 
 @router.post("/shopify", response_model=WebhookAck, responses=_RESPONSES)

@@ -22,7 +22,8 @@ from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 
 from service import db
-from service.events.service import Delivery, receive_webhooks
+from service.events.repository import Delivery
+from service.events.service import receive_webhooks
 
 log = structlog.get_logger(__name__)
 
