@@ -37,12 +37,20 @@ def test_deliveries_arriving_together_share_one_transaction(
         # Hold the first group's insert until all the others are waiting behind it.
         blocker.execute("LOCK TABLE webhook_deliveries IN EXCLUSIVE MODE")
         with ThreadPoolExecutor(12) as pool:
-            sent = [
-                pool.submit(send.shopify, client, "orders/create", payload, event_id=f"e{i % 10}")
-                for i in range(12)
-            ]
-            wait_for(lambda: writer.waiting == 11 or None, timeout=10, interval=0.01)
-            blocker.rollback()
+            try:
+                sent = [
+                    pool.submit(
+                        send.shopify, client, "orders/create", payload, event_id=f"e{i % 10}"
+                    )
+                    for i in range(12)
+                ]
+                wait_for(
+                    lambda: (writer.in_flight == 12 and writer.waiting > 0) or None,
+                    timeout=20,
+                    interval=0.01,
+                )
+            finally:
+                blocker.rollback()  # else a failure above would wait on the lock forever
             statuses = sorted(f.result().json()["status"] for f in sent)
 
     assert statuses == ["duplicate"] * 2 + ["processed"] * 10

@@ -38,11 +38,17 @@ class DeliveryWriter:
         self.max_group_bytes = max_group_bytes
         self._waiting: list[tuple[Delivery, asyncio.Future[Result]]] = []
         self._writing: asyncio.Task[None] | None = None
+        self._group_size = 0
 
     @property
     def waiting(self) -> int:
         """Deliveries waiting for the group being written."""
         return len(self._waiting)
+
+    @property
+    def in_flight(self) -> int:
+        """Deliveries submitted and not yet answered."""
+        return len(self._waiting) + self._group_size
 
     async def submit(self, delivery: Delivery) -> Result:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
@@ -67,6 +73,7 @@ class DeliveryWriter:
         try:
             while self._waiting:
                 group = self._next_group()
+                self._group_size = len(group)
                 try:
                     results = await run_in_threadpool(write, [d for d, _ in group])
                 except Exception as exc:  # a defect: fail this group, keep serving
@@ -84,6 +91,7 @@ class DeliveryWriter:
             raise
         finally:
             self._writing = None
+            self._group_size = 0
 
 
 def write(deliveries: Sequence[Delivery]) -> list[Result | Exception]:
