@@ -1,10 +1,11 @@
 """Segment's HTTP Tracking API, so a storefront's Segment SDKs send here unchanged.
 
-The SDKs authenticate with a write key, as the user name of HTTP Basic auth
-(analytics.js, analytics-node) or as `writeKey` in the body (analytics-python); here a
-write key is an API key with the `ingest` scope. They gzip bodies when asked to, and
-retry any answer but 2xx and 4xx, so an event that is malformed on its own is
-quarantined and acknowledged with the rest: retrying would not fix it. Errors are
+The SDKs authenticate with a write key: analytics.js, analytics-node and
+analytics-python send it as `writeKey` in the body; Segment's HTTP API documents it as
+the user name of HTTP Basic auth. Here a write key is an API key with the `ingest`
+scope. The SDKs gzip bodies when asked to, and retry any answer but 2xx and 4xx, so
+an event that is malformed on its own is quarantined and acknowledged with the rest:
+retrying would not fix it. Errors are
 problem documents that also carry the `code` and `message` members the SDKs read.
 
 Accepted events take exactly the path of `POST /v1/events`.
@@ -129,7 +130,8 @@ def _timestamp(value: Any) -> datetime | None:
 def corrected(event: dict[str, Any], *, sent_at: Any, received_at: datetime) -> dict[str, Any]:
     """Segment's clock-skew correction: a device's clock may be wrong, but the time
     between its `timestamp` and its `sentAt` is right, so the event happened that long
-    before the service received it. The device's value is kept as `originalTimestamp`."""
+    before the service received it. The device's value stays on the event as received
+    (`originalTimestamp`), which is what the quarantine keeps of a rejected event."""
     original = _timestamp(event.get("timestamp"))
     sent = _timestamp(event.get("sentAt", sent_at))
     if original is None or sent is None:

@@ -110,11 +110,22 @@ def _json_field(body: bytes, *names: str) -> str | None:
     return next((str(payload[n]) for n in names if payload.get(n)), None)
 
 
-async def _receive(request: Request, **delivery: Any) -> tuple[str, int]:
+async def _receive(
+    request: Request, body: bytes, *, source: str, delivery_id: str, topic: str | None
+) -> Response:
     """Store a verified delivery, committed before the response (with any others
-    arriving at the same time: `service/events/writer.py`)."""
+    arriving at the same time: `service/events/writer.py`), and acknowledge it."""
     writer: DeliveryWriter = request.app.state.delivery_writer
-    return await writer.submit(Delivery(**delivery))
+    status, count = await writer.submit(
+        Delivery(
+            source=source,
+            delivery_id=_key(delivery_id),
+            topic=_topic(topic),
+            headers=_kept(request.headers),
+            body=body,
+        )
+    )
+    return _ack(status, count)
 
 
 @router.post("/shopify", response_model=WebhookAck, responses=_RESPONSES)
@@ -124,15 +135,13 @@ async def shopify(request: Request, body: RawBody) -> Response:
     _verify(signatures.verify_shopify, body, request.headers, "shopify")
     topic = _require(request.headers, "X-Shopify-Topic")
     event_id = _require(request.headers, "X-Shopify-Event-Id")
-    status, count = await _receive(
+    return await _receive(
         request,
+        body,
         source="shopify",
-        delivery_id=_key(f"{topic}:{event_id}"),
-        topic=_topic(topic),
-        headers=_kept(request.headers),
-        body=body,
+        delivery_id=f"{topic}:{event_id}",
+        topic=topic,
     )
-    return _ack(status, count)
 
 
 @router.post("/woocommerce", response_model=WebhookAck, responses=_RESPONSES)
@@ -147,15 +156,13 @@ async def woocommerce(request: Request, body: RawBody) -> Response:
     _verify(signatures.verify_woocommerce, body, request.headers, "woocommerce")
     topic = _require(request.headers, "X-WC-Webhook-Topic")
     delivery_id = _require(request.headers, "X-WC-Webhook-Delivery-ID")
-    status, count = await _receive(
+    return await _receive(
         request,
+        body,
         source="woocommerce",
-        delivery_id=_key(delivery_id),
-        topic=_topic(topic),
-        headers=_kept(request.headers),
-        body=body,
+        delivery_id=delivery_id,
+        topic=topic,
     )
-    return _ack(status, count)
 
 
 @router.post("/stripe", response_model=WebhookAck, responses=_RESPONSES)
@@ -169,16 +176,14 @@ async def stripe(request: Request, body: RawBody) -> Response:
         "stripe",
         tolerance_s=get_settings().webhook_tolerance_s,
     )
-    delivery_id = _key(_json_field(body, "id") or "sha256:" + hashlib.sha256(body).hexdigest())
-    status, count = await _receive(
+    delivery_id = _json_field(body, "id") or "sha256:" + hashlib.sha256(body).hexdigest()
+    return await _receive(
         request,
+        body,
         source="stripe",
         delivery_id=delivery_id,
-        topic=_topic(_json_field(body, "type")),
-        headers=_kept(request.headers),
-        body=body,
+        topic=_json_field(body, "type"),
     )
-    return _ack(status, count)
 
 
 @router.post("/{source}", response_model=WebhookAck, responses=_RESPONSES)
@@ -198,12 +203,10 @@ async def standard(
         source,
         tolerance_s=get_settings().webhook_tolerance_s,
     )
-    status, count = await _receive(
+    return await _receive(
         request,
+        body,
         source=source,
-        delivery_id=_key(_require(request.headers, "webhook-id")),
-        topic=_topic(_json_field(body, "scope", "type", "event")),
-        headers=_kept(request.headers),
-        body=body,
+        delivery_id=_require(request.headers, "webhook-id"),
+        topic=_json_field(body, "scope", "type", "event"),
     )
-    return _ack(status, count)
