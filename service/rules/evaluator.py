@@ -1,0 +1,237 @@
+"""Evaluate one event against the active rulesets, and re-check a waiting rule at its
+due time. Pure logic: the facts come through a `Store` (PostgreSQL in the service, an
+in-memory one for the rule files' own tests), so both run the same code.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from service.rules.engine import CompiledRule, CompiledRuleset, Engine, Window
+from service.rules.facts import TriggerEvent, lookup, render, same_values
+from service.rules.schema import AbsentSpec, CountSpec, action_kind, parse_duration
+
+Status = Literal["fired", "scheduled", "suppressed", "cancelled"]
+
+
+class ProfileFacts(Protocol):
+    def facts(self, *, now: datetime, consent_defaults: dict[str, bool]) -> dict[str, Any]: ...
+
+
+class Store(Protocol):
+    def count(
+        self, *, customer: uuid.UUID, event: str, since: datetime, until: datetime,
+        same: dict[str, Any] | None,
+    ) -> int:
+        """Events named `event` in [since, until]."""
+
+    def first_of(
+        self, *, customer: uuid.UUID, events: list[str], after: datetime, until: datetime,
+        same: dict[str, Any] | None,
+    ) -> tuple[str, datetime] | None:
+        """The earliest of `events` in (after, until], as (name, occurred_at)."""
+
+    def group_acted(
+        self, *, customer: uuid.UUID, group: str, since: datetime, exclude: int | None
+    ) -> datetime | None:
+        """When a rule of `group` last acted (or was set to) for the customer since `since`."""
+
+
+@dataclass
+class Outcome:
+    ruleset: CompiledRuleset
+    rule: CompiledRule
+    status: Status
+    due_at: datetime
+    facts: dict[str, Any]
+    actions: list[dict[str, Any]]
+    reason: str | None = None
+    broken_by: list[str] = field(default_factory=list)
+
+    @property
+    def group(self) -> str | None:
+        return self.rule.rule.limits.group if self.rule.rule.limits else None
+
+
+def fact_tree(event: TriggerEvent, profile: ProfileFacts, *, now: datetime, consent_defaults: dict[str, bool]) -> dict[str, Any]:
+    return {
+        "event": event.facts(),
+        "context": event.context,
+        "profile": profile.facts(now=now, consent_defaults=consent_defaults),
+    }
+
+
+def evaluate(
+    *,
+    engine: Engine,
+    rulesets: list[CompiledRuleset],
+    event: TriggerEvent,
+    profile: ProfileFacts,
+    store: Store,
+    now: datetime,
+    consent_defaults: dict[str, bool],
+) -> list[Outcome]:
+    """What each ruleset does with this event: rules that act now, rules that wait
+    (absence windows, delays), and rules held back by their limits."""
+    trigger = event.trigger_name
+    if trigger is None:
+        return []
+    tree = fact_tree(event, profile, now=now, consent_defaults=consent_defaults)
+    outcomes: list[Outcome] = []
+    for ruleset in rulesets:
+        candidates = ruleset.by_trigger.get(trigger, ())
+        if not candidates:
+            continue
+        history, broken = _windows(candidates, event, store, now=now)
+        for rule_id in engine.match(ruleset, trigger=trigger, facts=tree, history=history):
+            rule = ruleset.rules[rule_id]
+            due = event.occurred_at + rule.wait
+            outcomes.append(
+                Outcome(
+                    ruleset=ruleset,
+                    rule=rule,
+                    status="scheduled" if due > now else "fired",
+                    due_at=max(due, now),
+                    facts=_facts_used(rule, tree, history),
+                    actions=actions_of(rule, tree),
+                )
+            )
+    _arbitrate(outcomes, customer=event.customer_id, store=store, now=now, exclude=None)
+    return outcomes
+
+
+def recheck(
+    *,
+    engine: Engine,
+    ruleset: CompiledRuleset,
+    rule_id: str,
+    event: TriggerEvent,
+    profile: ProfileFacts,
+    store: Store,
+    now: datetime,
+    consent_defaults: dict[str, bool],
+    firing: int | None,
+) -> Outcome:
+    """Re-evaluate a waiting rule against current data at its due time: `fired` when
+    its conditions still hold (a checkout in the meantime makes them fail), else
+    `cancelled` with the reason."""
+    rule = ruleset.rules.get(rule_id)
+    if rule is None:
+        raise LookupError(rule_id)
+    tree = fact_tree(event, profile, now=now, consent_defaults=consent_defaults)
+    history, broken = _windows((rule,), event, store, now=now)
+    fired = rule_id in engine.match(ruleset, trigger=rule.rule.trigger.event, facts=tree, history=history)
+    outcome = Outcome(
+        ruleset=ruleset,
+        rule=rule,
+        status="fired",
+        due_at=now,
+        facts=_facts_used(rule, tree, history),
+        actions=actions_of(rule, tree),
+    )
+    if not fired:
+        outcome.status = "cancelled"
+        outcome.broken_by = broken
+        outcome.reason = "; ".join(broken) or "its conditions no longer hold"
+        return outcome
+    if event.occurred_at + rule.wait > now:
+        outcome.status = "scheduled"  # not due yet (re-checked early by a cancelling event)
+        return outcome
+    _arbitrate([outcome], customer=event.customer_id, store=store, now=now, exclude=firing)
+    return outcome
+
+
+def _windows(
+    rules: tuple[CompiledRule, ...], event: TriggerEvent, store: Store, *, now: datetime
+) -> tuple[dict[str, Any], list[str]]:
+    """Values of the rules' count and absence conditions, and what broke an absence."""
+    values: dict[str, Any] = {}
+    broken: list[str] = []
+    for rule in rules:
+        for window in rule.windows:
+            values[window.key], why = _window(window, event, store, now=now)
+            if why:
+                broken.append(why)
+    return values, broken
+
+
+def _window(window: Window, event: TriggerEvent, store: Store, *, now: datetime) -> tuple[Any, str | None]:
+    span = parse_duration(window.spec.within)
+    same = same_values(event, window.spec.same) if window.spec.same else {}
+    if isinstance(window.spec, CountSpec):
+        if same is None:
+            return 0, None  # the trigger lacks a `same` property: nothing can match it
+        count = store.count(
+            customer=event.customer_id,
+            event=window.spec.event,
+            since=event.occurred_at - span,
+            until=event.occurred_at,
+            same=same,
+        )
+        return count, None
+    assert isinstance(window.spec, AbsentSpec)
+    found = store.first_of(
+        customer=event.customer_id,
+        events=window.spec.events,
+        # Without the trigger's `same` value any such event counts: when in doubt, do not act.
+        same=same or None,
+        after=event.occurred_at,
+        until=min(now, event.occurred_at + span),
+    )
+    if found is None:
+        return True, None
+    name, at = found
+    scope = f" for the same {', '.join(window.spec.same)}" if same else ""
+    return False, f"{name}{scope} at {at.isoformat()}"
+
+
+def _facts_used(rule: CompiledRule, tree: dict[str, Any], history: dict[str, Any]) -> dict[str, Any]:
+    used: dict[str, Any] = {path: lookup(tree, path) for path in rule.paths}
+    for window in rule.windows:
+        spec = window.spec
+        if isinstance(spec, CountSpec):
+            label = f"count {spec.event} within {spec.within}"
+        else:
+            label = f"absent {' / '.join(spec.events)} within {spec.within}"
+        if spec.same:
+            label += f" (same {', '.join(spec.same)})"
+        used[label] = history.get(window.key)
+    return used
+
+
+def actions_of(rule: CompiledRule, tree: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rule's actions with their `{{ … }}` references filled in."""
+    produced = []
+    for action in rule.rule.actions:
+        kind = action_kind(action)
+        spec = getattr(action, kind).model_dump(exclude_none=True)
+        produced.append({"type": kind, **render(spec, tree)})
+    return produced
+
+
+def _arbitrate(
+    outcomes: list[Outcome], *, customer: uuid.UUID, store: Store, now: datetime, exclude: int | None
+) -> None:
+    """Limits: in each group the highest-priority rule wins this event, and a group that
+    acted within its cooldown stays quiet."""
+    winners: dict[str, Outcome] = {}
+    for outcome in sorted(outcomes, key=lambda o: -o.rule.rule.priority):
+        group = outcome.group
+        if group is None or outcome.status not in ("fired", "scheduled"):
+            continue
+        if group in winners:
+            outcome.status = "suppressed"
+            outcome.reason = f"{winners[group].rule.rule.id} has priority in group {group}"
+            continue
+        limits = outcome.rule.rule.limits
+        assert limits is not None
+        cooldown = parse_duration(limits.cooldown)
+        acted = store.group_acted(customer=customer, group=group, since=now - cooldown, exclude=exclude)
+        if acted is not None:
+            outcome.status = "suppressed"
+            outcome.reason = f"group {group} acted at {acted.isoformat()} (cooldown {limits.cooldown})"
+            continue
+        winners[group] = outcome

@@ -1,0 +1,328 @@
+"""Read rule files: YAML → validated `RuleFile`, or errors that name the file and line.
+
+A set of files is loaded all together or not at all: `load_directory` returns either
+every ruleset or every error found, so a reload never activates half a change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from service.events.canonical import ECOMMERCE_EVENTS
+from service.rules import facts
+from service.rules.schema import (
+    AbsentCondition,
+    AllCondition,
+    AnyCondition,
+    Condition,
+    CountCondition,
+    FactCondition,
+    NotCondition,
+    Rule,
+    RuleFile,
+    parse_duration,
+)
+
+BUILTIN_EVENTS = frozenset(ECOMMERCE_EVENTS | {"Page Viewed", "Screen Viewed", "Identify"})
+
+
+@dataclass(frozen=True)
+class RuleError:
+    file: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}" if self.line else f"{self.file}: {self.message}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "message": self.message}
+
+
+class RulesInvalid(Exception):
+    def __init__(self, errors: list[RuleError]) -> None:
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class LoadedRuleset:
+    """A validated rule file and the exact text it came from."""
+
+    file: str
+    source: str
+    content_hash: str
+    definition: RuleFile
+
+    @property
+    def name(self) -> str:
+        return self.definition.ruleset
+
+
+def content_hash(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+def load_directory(directory: Path) -> list[LoadedRuleset]:
+    """Every `*.yaml`/`*.yml` file in `directory`, or RulesInvalid with all the errors."""
+    files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    return load_sources([(p.name, p.read_text(encoding="utf-8")) for p in files])
+
+
+def load_sources(sources: Iterable[tuple[str, str]]) -> list[LoadedRuleset]:
+    loaded: list[LoadedRuleset] = []
+    errors: list[RuleError] = []
+    for name, source in sources:
+        try:
+            loaded.append(load_source(name, source))
+        except RulesInvalid as exc:
+            errors.extend(exc.errors)
+    errors.extend(_across_files(loaded))
+    if errors:
+        raise RulesInvalid(errors)
+    return loaded
+
+
+def load_source(file: str, source: str) -> LoadedRuleset:
+    try:
+        node = yaml.compose(source, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RulesInvalid([RuleError(file, mark.line + 1 if mark else None, f"YAML: {problem}")]) from None
+    if node is None:
+        raise RulesInvalid([RuleError(file, None, "the file is empty")])
+    errors = [RuleError(file, line, message) for line, message in _duplicate_keys(node)]
+    if errors:
+        raise RulesInvalid(errors)
+    data = yaml.SafeLoader(source).construct_document(node)
+    try:
+        definition = RuleFile.model_validate(data)
+    except ValidationError as exc:
+        raise RulesInvalid(_validation_errors(file, node, exc)) from None
+    errors = [RuleError(file, _line(node, path), message) for path, message in _semantic(definition)]
+    if errors:
+        raise RulesInvalid(errors)
+    return LoadedRuleset(file=file, source=source, content_hash=content_hash(source), definition=definition)
+
+
+# --- locating errors in the YAML ----------------------------------------------------------
+
+
+def _duplicate_keys(node: yaml.Node) -> Iterator[tuple[int, str]]:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key, value in node.value:
+            if key.value in seen:
+                yield key.start_mark.line + 1, f"{key.value!r} is given twice"
+            seen.add(key.value)
+            yield from _duplicate_keys(value)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            yield from _duplicate_keys(item)
+
+
+def _line(root: yaml.Node, path: tuple[Any, ...]) -> int:
+    """The line of the deepest node along `path`. Path parts that are not keys or
+    indexes of the YAML (the validator's own labels for alternatives) are skipped."""
+    node = root
+    for part in path:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == part or (part == "not_" and key.value == "not") or (
+                    part == "in_" and key.value == "in"
+                ):
+                    node = value
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+    return node.start_mark.line + 1
+
+
+def _validation_errors(file: str, root: yaml.Node, exc: ValidationError) -> list[RuleError]:
+    found: dict[tuple[int, str], RuleError] = {}
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        where = ".".join(str(p) for p in loc if _is_yaml_part(p))
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = f"unknown field {loc[-1]!r}"
+        elif error["type"] == "string_pattern_mismatch" and loc and loc[-1] == "[key]":
+            message = f"{error['input']!r} is not a fact (use event.…, context.… or profile.…)"
+        line = _line(root, loc)
+        text = f"{where}: {message}" if where else message
+        found.setdefault((line, text), RuleError(file, line, text))
+    return list(found.values())
+
+
+def _is_yaml_part(part: Any) -> bool:
+    return isinstance(part, int) or (
+        isinstance(part, str)
+        and part not in ("fact", "[key]", "all", "any", "not", "count", "absent")
+        and not part.startswith("function-")
+        and "[" not in part
+    )
+
+
+# --- checks the schema cannot express -------------------------------------------------------
+
+
+def _semantic(rf: RuleFile) -> Iterator[tuple[tuple[Any, ...], str]]:
+    events = BUILTIN_EVENTS | set(rf.events)
+    traits = facts.STANDARD_TRAITS | set(rf.traits)
+    ids = set()
+    for i, rule in enumerate(rf.rules):
+        at = ("rules", i)
+        if rule.id in ids:
+            yield (*at, "id"), f"rule id {rule.id!r} is used twice in this file"
+        ids.add(rule.id)
+        if rule.trigger.event not in events:
+            yield (*at, "trigger", "event"), _unknown_event(rule.trigger.event)
+        for path, message in _conditions(rule, events, traits):
+            yield (*at, *path), message
+        for j, action in enumerate(rule.actions):
+            for ref in facts.references(action):
+                problem = facts.check_path(ref, traits)
+                if problem:
+                    yield (*at, "actions", j), f"{{{{ {ref} }}}}: {problem}"
+        for name in (rule.delay,) + ((rule.limits.cooldown,) if rule.limits else ()):
+            if name is not None:
+                parse_duration(name)
+    for i, test in enumerate(rf.tests):
+        for key in sorted(set(test.profile.model_dump()) - {"traits", "segments", "consent"}):
+            if key not in facts.PROFILE_FACTS:
+                yield ("tests", i, "profile", key), (
+                    f"unknown profile fact {key!r}; use {', '.join(sorted(facts.PROFILE_FACTS))}"
+                )
+        for j, event in enumerate(test.events):
+            if event.event not in events:
+                yield ("tests", i, "events", j, "event"), _unknown_event(event.event)
+        for j, expected in enumerate(test.expect):
+            if expected.rule not in ids:
+                yield ("tests", i, "expect", j, "rule"), f"no rule {expected.rule!r} in this file"
+
+
+def _unknown_event(name: str) -> str:
+    return (
+        f"unknown event {name!r}; built-in events are {', '.join(sorted(BUILTIN_EVENTS))}. "
+        "If the shop sends it, list it under `events:` at the top of the file"
+    )
+
+
+def _conditions(
+    rule: Rule, events: frozenset[str] | set[str], traits: frozenset[str] | set[str]
+) -> Iterator[tuple[tuple[Any, ...], str]]:
+    for i, condition in enumerate(rule.trigger.where):
+        for path, message in _condition(condition, events, traits, top=False):
+            yield ("trigger", "where", i, *path), message
+        if _mentions(condition, AbsentCondition | CountCondition):
+            yield ("trigger", "where", i), "count and absent belong under `when`, not `where`"
+    for i, condition in enumerate(rule.when):
+        for path, message in _condition(condition, events, traits, top=True):
+            yield ("when", i, *path), message
+    conflict = _contradiction([*rule.trigger.where, *rule.when])
+    if conflict:
+        yield ("when",), f"this rule can never act: {conflict}"
+
+
+def _condition(
+    condition: BaseModel, events: frozenset[str] | set[str], traits: frozenset[str] | set[str], *, top: bool
+) -> Iterator[tuple[tuple[Any, ...], str]]:
+    if isinstance(condition, FactCondition):
+        problem = facts.check_path(condition.path, traits)
+        if problem:
+            yield (condition.path,), problem
+    elif isinstance(condition, AllCondition | AnyCondition):
+        key = "all" if isinstance(condition, AllCondition) else "any"
+        items = condition.all if isinstance(condition, AllCondition) else condition.any
+        for i, item in enumerate(items):
+            for path, message in _condition(item, events, traits, top=False):
+                yield (key, i, *path), message
+    elif isinstance(condition, NotCondition):
+        for path, message in _condition(condition.not_, events, traits, top=False):
+            yield ("not", *path), message
+    elif isinstance(condition, CountCondition):
+        if condition.count.event not in events:
+            yield ("count", "event"), _unknown_event(condition.count.event)
+        low, high = condition.count.at_least, condition.count.at_most
+        if low is not None and high is not None and low > high:
+            yield ("count",), f"at_least {low} is more than at_most {high}"
+    elif isinstance(condition, AbsentCondition):
+        if not top:
+            yield (), "absent must be listed directly under `when` (not inside all/any/not)"
+        for j, name in enumerate(condition.absent.events):
+            if name not in events:
+                yield ("absent", "events", j), _unknown_event(name)
+
+
+def _mentions(condition: BaseModel, kinds: Any) -> bool:
+    if isinstance(condition, kinds):
+        return True
+    if isinstance(condition, AllCondition):
+        return any(_mentions(c, kinds) for c in condition.all)
+    if isinstance(condition, AnyCondition):
+        return any(_mentions(c, kinds) for c in condition.any)
+    if isinstance(condition, NotCondition):
+        return _mentions(condition.not_, kinds)
+    return False
+
+
+def _contradiction(conditions: list[Condition]) -> str | None:
+    """Comparisons on one fact that no value satisfies together (all must hold)."""
+    by_path: dict[str, list[tuple[str, Any]]] = {}
+    for condition in _conjuncts(conditions):
+        c = condition.comparison
+        by_path.setdefault(condition.path, []).append((c.operator, c.operand))
+    for path, tests in by_path.items():
+        if len(tests) < 2:
+            continue
+        equal = {repr(v) for op, v in tests if op == "eq"}
+        if len(equal) > 1:
+            return f"{path} cannot equal both {' and '.join(sorted(equal))}"
+        if ("exists", False) in tests and any(op not in ("exists", "ne", "not_in", "not_contains") for op, _ in tests):
+            return f"{path} must be missing and also compared"
+        numbers = [(op, v) for op, v in tests if isinstance(v, int | float) and not isinstance(v, bool)]
+        low = max((v for op, v in numbers if op in ("gt", "gte", "eq")), default=None)
+        high = min((v for op, v in numbers if op in ("lt", "lte", "eq")), default=None)
+        if low is not None and high is not None:
+            strict = any(op in ("gt", "lt") and v in (low, high) for op, v in numbers)
+            if low > high or (low == high and strict):
+                return f"no value of {path} is both ≥ {low} and ≤ {high}"
+        for op, v in tests:
+            if op == "eq" and any(o == "in" and v not in values for o, values in tests):
+                return f"{path} = {v!r} is not among the `in` values"
+    return None
+
+
+def _conjuncts(conditions: Iterable[BaseModel]) -> Iterator[FactCondition]:
+    for condition in conditions:
+        if isinstance(condition, FactCondition):
+            yield condition
+        elif isinstance(condition, AllCondition):
+            yield from _conjuncts(condition.all)
+
+
+def _across_files(loaded: list[LoadedRuleset]) -> Iterator[RuleError]:
+    rulesets: dict[str, str] = {}
+    rules: dict[str, str] = {}
+    for item in loaded:
+        if item.name in rulesets:
+            yield RuleError(item.file, 1, f"ruleset {item.name!r} is also defined in {rulesets[item.name]}")
+        rulesets[item.name] = item.file
+        for rule in item.definition.rules:
+            if rule.id in rules:
+                yield RuleError(item.file, _rule_line(item, rule.id), f"rule id {rule.id!r} is also used in {rules[rule.id]}")
+            rules.setdefault(rule.id, item.file)
+
+
+def _rule_line(item: LoadedRuleset, rule_id: str) -> int | None:
+    node = yaml.compose(item.source, Loader=yaml.SafeLoader)
+    index = next(i for i, r in enumerate(item.definition.rules) if r.id == rule_id)
+    return _line(node, ("rules", index, "id"))

@@ -1,0 +1,366 @@
+"""The rule file format: one YAML file per ruleset in `rules/`.
+
+These models are the format's single definition: they validate files, and
+`rules/schema.json` (for editors) is generated from them. Rule text is data, never
+code: conditions name facts and operators from a closed list, and action parameters
+may only reference fact paths (`{{ event.properties.product_id }}`).
+docs/rules.md is the reference for the people who write the files.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    RootModel,
+    Tag,
+    model_validator,
+)
+
+IDENTIFIER = r"^[a-z][a-z0-9_]{0,62}$"
+# A fact a condition can test: the trigger event, its context, or the customer's profile.
+FACT_PATH = r"^(event|context|profile)(\.[A-Za-z0-9_$-]+)+$"
+DURATION = r"^\d+\s*(s|m|h|d|w)$"
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+Scalar = str | int | float | bool
+
+
+def parse_duration(text: str) -> timedelta:
+    """'90s', '15m', '24h', '7d', '2w' → timedelta."""
+    match = re.fullmatch(r"(\d+)\s*([smhdw])", text.strip())
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30m, 24h, 7d)")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+Duration = Annotated[str, Field(pattern=DURATION, examples=["30m", "24h", "7d"])]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- conditions ------------------------------------------------------------------------
+
+OPERATORS = (
+    "eq",
+    "ne",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "in",
+    "not_in",
+    "contains",
+    "not_contains",
+    "exists",
+)
+
+
+class Comparison(_Strict):
+    """Exactly one operator and its operand."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    eq: Scalar | None = None
+    ne: Scalar | None = None
+    gt: int | float | str | None = None
+    gte: int | float | str | None = None
+    lt: int | float | str | None = None
+    lte: int | float | str | None = None
+    in_: list[Scalar] | None = Field(default=None, alias="in", min_length=1)
+    not_in: list[Scalar] | None = Field(default=None, min_length=1)
+    contains: Scalar | None = None
+    not_contains: Scalar | None = None
+    exists: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_operator(self) -> Comparison:
+        if len(self.model_fields_set) != 1:
+            raise ValueError(f"use exactly one operator of: {', '.join(OPERATORS)}")
+        return self
+
+    @property
+    def operator(self) -> str:
+        (name,) = self.model_fields_set
+        return "in" if name == "in_" else name
+
+    @property
+    def operand(self) -> Any:
+        (name,) = self.model_fields_set
+        return getattr(self, name)
+
+
+def _shorthand(value: Any) -> Any:
+    return value if isinstance(value, dict | Comparison) else {"eq": value}
+
+
+# `path: value` is short for `path: {eq: value}`.
+ComparisonOrValue = Annotated[
+    Comparison, BeforeValidator(_shorthand, json_schema_input_type=Comparison | Scalar)
+]
+
+
+class FactCondition(RootModel[dict[str, Comparison]]):
+    """`profile.orders_count: {gte: 1}`, or `event.properties.path: "/"` for equality."""
+
+    root: dict[Annotated[str, Field(pattern=FACT_PATH)], ComparisonOrValue] = Field(
+        min_length=1, max_length=1
+    )
+
+    @property
+    def path(self) -> str:
+        return next(iter(self.root))
+
+    @property
+    def comparison(self) -> Comparison:
+        return next(iter(self.root.values()))
+
+
+class CountSpec(_Strict):
+    """How many times the customer did `event` in the `within` window that ends at the
+    trigger (the trigger itself included), optionally only events with the same values
+    as the trigger for the `same` properties."""
+
+    event: str
+    within: Duration
+    same: list[str] = Field(default_factory=list)
+    at_least: int | None = Field(default=None, ge=0)
+    at_most: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _bound(self) -> CountSpec:
+        if self.at_least is None and self.at_most is None:
+            raise ValueError("give at_least, at_most or both")
+        return self
+
+
+class CountCondition(_Strict):
+    count: CountSpec
+
+
+class AbsentSpec(_Strict):
+    """None of `events` by the customer in the `within` window that starts at the trigger,
+    with the same values as the trigger for the `same` properties. Checked again when
+    the window has passed, so the rule acts only then."""
+
+    events: list[str] = Field(min_length=1)
+    within: Duration
+    same: list[str] = Field(default_factory=list)
+
+
+class AbsentCondition(_Strict):
+    absent: AbsentSpec
+
+
+class AllCondition(_Strict):
+    all: list[Condition] = Field(min_length=1)
+
+
+class AnyCondition(_Strict):
+    any: list[Condition] = Field(min_length=1)
+
+
+class NotCondition(_Strict):
+    not_: Condition = Field(alias="not")
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _condition_kind(value: Any) -> str:
+    if isinstance(value, dict) and len(value) == 1:
+        key = next(iter(value))
+        if key in ("all", "any", "not", "count", "absent"):
+            return key
+    if isinstance(value, BaseModel):
+        return {
+            AllCondition: "all",
+            AnyCondition: "any",
+            NotCondition: "not",
+            CountCondition: "count",
+            AbsentCondition: "absent",
+        }.get(type(value), "fact")
+    return "fact"
+
+
+Condition = Annotated[
+    Annotated[AllCondition, Tag("all")]
+    | Annotated[AnyCondition, Tag("any")]
+    | Annotated[NotCondition, Tag("not")]
+    | Annotated[CountCondition, Tag("count")]
+    | Annotated[AbsentCondition, Tag("absent")]
+    | Annotated[FactCondition, Tag("fact")],
+    Discriminator(_condition_kind),
+]
+
+AllCondition.model_rebuild()
+AnyCondition.model_rebuild()
+NotCondition.model_rebuild()
+
+
+# --- trigger, actions, limits --------------------------------------------------------
+
+
+class Trigger(_Strict):
+    """The event that starts the rule: a track event name (Segment e-commerce names such
+    as `Product Added`), `Page Viewed`, `Screen Viewed` or `Identify`; `where` narrows
+    it by the event's properties or context."""
+
+    event: str
+    where: list[Condition] = Field(default_factory=list)
+
+
+Params = dict[str, Scalar | list[Scalar]]
+
+
+class OfferSpec(_Strict):
+    channel: Literal["email", "webhook", "inbox"]
+    offer: Annotated[str, Field(min_length=1, max_length=64)]
+    template: str | None = None
+    expires_in: Duration | None = None
+    params: Params = Field(default_factory=dict)
+
+
+class ContentSpec(_Strict):
+    placement: Annotated[str, Field(pattern=IDENTIFIER)]
+    content: Annotated[str, Field(min_length=1, max_length=128)]
+    params: Params = Field(default_factory=dict)
+
+
+class SegmentSpec(_Strict):
+    add: Annotated[str, Field(pattern=IDENTIFIER)] | None = None
+    remove: Annotated[str, Field(pattern=IDENTIFIER)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> SegmentSpec:
+        if (self.add is None) == (self.remove is None):
+            raise ValueError("give either add or remove")
+        return self
+
+
+class WebhookSpec(_Strict):
+    destination: Annotated[str, Field(pattern=IDENTIFIER)]
+    params: Params = Field(default_factory=dict)
+
+
+class OfferAction(_Strict):
+    offer: OfferSpec
+
+
+class ContentAction(_Strict):
+    content: ContentSpec
+
+
+class SegmentAction(_Strict):
+    segment: SegmentSpec
+
+
+class WebhookAction(_Strict):
+    webhook: WebhookSpec
+
+
+def _action_kind(value: Any) -> str | None:
+    if isinstance(value, BaseModel):
+        return next(iter(type(value).model_fields))
+    if isinstance(value, dict) and len(value) == 1:
+        return str(next(iter(value)))
+    return None
+
+
+Action = Annotated[
+    Annotated[OfferAction, Tag("offer")]
+    | Annotated[ContentAction, Tag("content")]
+    | Annotated[SegmentAction, Tag("segment")]
+    | Annotated[WebhookAction, Tag("webhook")],
+    Discriminator(
+        _action_kind,
+        custom_error_type="action",
+        custom_error_message="an action is one of: offer, content, segment, webhook",
+    ),
+]
+
+
+def action_kind(action: BaseModel) -> str:
+    return next(iter(type(action).model_fields))
+
+
+class Limits(_Strict):
+    """Rules in one `group` do not both act on a customer within `cooldown`: on one
+    event the rule with the highest priority wins, and after a rule of the group has
+    acted (or is waiting to), the group is quiet for the cooldown."""
+
+    group: Annotated[str, Field(pattern=IDENTIFIER)]
+    cooldown: Duration
+
+
+# --- in-file tests ---------------------------------------------------------------------
+
+
+class TestEvent(_Strict):
+    at: Duration = "0s"
+    event: str
+    properties: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+class TestProfile(_Strict):
+    """The customer as they stand when the test starts (computed traits as given)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    traits: dict[str, Any] = Field(default_factory=dict)
+    segments: list[str] = Field(default_factory=list)
+    consent: dict[str, bool] = Field(default_factory=dict)
+
+
+class Expectation(_Strict):
+    rule: str
+    at: Duration | None = None  # when the rule acts, from the first event; any time if omitted
+
+
+class RuleTest(_Strict):
+    name: str
+    profile: TestProfile = Field(default_factory=TestProfile)
+    events: list[TestEvent] = Field(min_length=1)
+    expect: list[Expectation]
+
+
+# --- rules and the file ----------------------------------------------------------------
+
+
+class Rule(_Strict):
+    id: Annotated[str, Field(pattern=IDENTIFIER)]
+    description: str = ""
+    version: int = Field(default=1, ge=1)
+    enabled: bool = True
+    priority: int = 0  # higher wins within a limits group
+    trigger: Trigger
+    when: list[Condition] = Field(default_factory=list)
+    delay: Duration | None = None
+    actions: list[Action] = Field(min_length=1)
+    limits: Limits | None = None
+
+
+class RuleFile(_Strict):
+    ruleset: Annotated[str, Field(pattern=IDENTIFIER)]
+    version: int = Field(ge=1)
+    description: str = ""
+    # Event names and profile traits beyond the built-in ones that these rules use.
+    events: list[str] = Field(default_factory=list)
+    traits: list[str] = Field(default_factory=list)
+    rules: list[Rule] = Field(min_length=1)
+    tests: list[RuleTest] = Field(default_factory=list)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = RuleFile.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Personalize rule file"
+    return schema
