@@ -5,5 +5,14 @@ from service.db import Base
 from service.events import models as events_models
 from service.health import models as health_models
 from service.profiles import models as profiles_models
+from service.rules import models as rules_models
+from service.segments import models as segments_models
 
-__all__ = ["Base", "auth_models", "events_models", "health_models", "profiles_models"]
+__all__ = [
+    "Base",
+    "auth_models",
+    "events_models",
+    "health_models", "profiles_models",
+    "rules_models",
+    "segments_models",
+]

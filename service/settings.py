@@ -79,6 +79,19 @@ class Settings(BaseSettings):
     # How often RFM scores are recomputed across the customer base.
     rfm_interval_s: float = Field(default=3600.0, gt=0)
 
+    # Rule files (one ruleset per YAML file); the API process activates edits on its own.
+    rules_dir: Path = Path("rules")
+    rules_watch: bool = True
+    # An event older than this when rules evaluate it triggers nothing (a late delivery
+    # of an old cart must not send today's reminder).
+    rules_max_event_age_s: int = Field(default=86_400, ge=1)
+    # How often the scheduler looks for waiting rules that are due.
+    rules_due_sweep_s: float = Field(default=1.0, gt=0)
+    # Consent per purpose when the profile says nothing (`traits.consent.<purpose>`).
+    consent_defaults: dict[str, bool] = Field(default_factory=lambda: {"marketing": False})
+    # The currency of `profile.total_spent` in rules (amounts are never converted).
+    shop_currency: str = Field(default="USD", min_length=3, max_length=3)
+
     # Environment name, shown in logs.
     environment: str = "development"
 

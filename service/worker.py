@@ -28,7 +28,12 @@ from service.settings import get_settings
 log = structlog.get_logger(__name__)
 
 # Domain modules whose tasks the worker registers.
-TASK_MODULES = ["service.events.tasks", "service.health.tasks", "service.profiles.tasks"]
+TASK_MODULES = [
+    "service.events.tasks",
+    "service.health.tasks",
+    "service.profiles.tasks",
+    "service.rules.tasks",
+]
 
 
 def broker_url() -> str:
@@ -69,6 +74,16 @@ def make_celery() -> Celery:
             "resolve-events": {
                 "task": "service.events.tasks.resolve_pending",
                 "schedule": timedelta(seconds=settings.resolve_sweep_s),
+            },
+            # Rules: the sweep behind the nudge sent when events are resolved, and the
+            # re-check of waiting rules when they are due.
+            "evaluate-events": {
+                "task": "service.rules.tasks.evaluate_pending",
+                "schedule": timedelta(seconds=settings.resolve_sweep_s),
+            },
+            "rules-due": {
+                "task": "service.rules.tasks.run_due",
+                "schedule": timedelta(seconds=settings.rules_due_sweep_s),
             },
             "rfm": {
                 "task": "service.profiles.tasks.recompute_rfm",

@@ -67,6 +67,8 @@ class Event(Base):
     properties: Mapped[dict[str, Any]] = mapped_column(JSONB)
     context: Mapped[dict[str, Any]] = mapped_column(JSONB)
     delivery_id: Mapped[int | None] = mapped_column(ForeignKey("webhook_deliveries.id"))
+    # When rules were evaluated for it (after it was resolved onto a profile).
+    evaluated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 # A profile's history, newest first, and window counts for rules ("Product Viewed
@@ -78,6 +80,12 @@ Index(
     "ix_events_unresolved",
     Event.id,
     postgresql_where=Event.customer_id.is_(None) & Event.resolve_error.is_(None),
+)
+# The rules' outbox: resolved events not yet evaluated.
+Index(
+    "ix_events_unevaluated",
+    Event.id,
+    postgresql_where=Event.customer_id.is_not(None) & Event.evaluated_at.is_(None),
 )
 
 

@@ -6,7 +6,8 @@ import structlog
 
 from service import db
 from service.events import service
-from service.worker import get_celery
+from service.rules.service import EVALUATE_TASK
+from service.worker import NUDGER, get_celery
 
 log = structlog.get_logger(__name__)
 
@@ -24,6 +25,8 @@ def resolve_pending() -> int:
         with db.transaction() as session:
             done = service.resolve_pending(session, limit=BATCH)
         total += done
+        if done:
+            NUDGER.nudge(EVALUATE_TASK)  # rules evaluate what was just committed
         if done < BATCH:
             break
     if total:

@@ -3,7 +3,7 @@
 A rule file compiles to one durable-rules ruleset. durable-rules is used as a
 stateless matcher: each evaluation asserts one fact (the trigger event, the profile
 and the history counts it needs, projected to short keys), reads which rules fired,
-and deletes the session. Nothing that must survive lives in its memory: its timers,
+and retracts the fact. Nothing that must survive lives in its memory: its timers,
 persistence and per-customer sessions are not used (they are in-process only, and a
 ruleset holds at most 1,024 live sessions).
 
@@ -196,6 +196,13 @@ class _Host(durable.Host):  # type: ignore[misc]
         super().__init__()
         self.fired: list[str] = []
 
+    def _run(self) -> None:
+        # durable-rules' Host starts two threads that dispatch queued actions and timers
+        # of every ruleset. Evaluations here run their actions in the calling thread and
+        # use no timers; left running, those threads touch a session while it is being
+        # evaluated or deleted, which crashed the process ("free(): invalid size").
+        pass
+
     def get_action(self, action_name: str) -> Any:
         def fired(_context: Any) -> None:
             self.fired.append(action_name)
@@ -213,7 +220,7 @@ class Engine:
         self._host = _Host()
         self._compiled: dict[str, CompiledRuleset] = {}
         self._lock = threading.Lock()
-        self._sids = itertools.count()
+        self._ids = itertools.count()
 
     def compile(self, loaded: LoadedRuleset) -> CompiledRuleset:
         engine_name = f"{loaded.name}@{loaded.content_hash[:16]}"
@@ -244,7 +251,12 @@ class Engine:
             return result
 
     def match(
-        self, ruleset: CompiledRuleset, *, trigger: str, facts: dict[str, Any], history: dict[str, Any]
+        self,
+        ruleset: CompiledRuleset,
+        *,
+        trigger: str,
+        facts: dict[str, Any],
+        history: dict[str, Any],
     ) -> list[str]:
         """Ids of the rules of `ruleset` whose conditions hold for these facts."""
         if trigger not in ruleset.by_trigger:
@@ -253,15 +265,16 @@ class Engine:
         message.update(history)
         message[TRIGGER_KEY] = trigger
         with self._lock:
-            sid = str(next(self._sids))
-            message["sid"], message["id"] = sid, sid
+            # One session, emptied after each evaluation by retracting the fact.
+            # (`delete_state` on a session whose fact matched nothing crashes the C
+            # engine; a fact that matched nothing is not stored, so is not retracted.)
+            message["sid"], message["id"] = "0", next(self._ids)
             self._host.fired = []
             try:
                 self._host.assert_fact(ruleset.engine_name, message)
             except durable.MessageNotHandledException:
-                pass
-            finally:
-                self._host.delete_state(ruleset.engine_name, sid)
+                return []
+            self._host.retract_fact(ruleset.engine_name, message)
             return list(self._host.fired)
 
 

@@ -23,13 +23,23 @@ class ProfileFacts(Protocol):
 
 class Store(Protocol):
     def count(
-        self, *, customer: uuid.UUID, event: str, since: datetime, until: datetime,
+        self,
+        *,
+        customer: uuid.UUID,
+        event: str,
+        since: datetime,
+        until: datetime,
         same: dict[str, Any] | None,
     ) -> int:
         """Events named `event` in [since, until]."""
 
     def first_of(
-        self, *, customer: uuid.UUID, events: list[str], after: datetime, until: datetime,
+        self,
+        *,
+        customer: uuid.UUID,
+        events: list[str],
+        after: datetime,
+        until: datetime,
         same: dict[str, Any] | None,
     ) -> tuple[str, datetime] | None:
         """The earliest of `events` in (after, until], as (name, occurred_at)."""
@@ -56,7 +66,9 @@ class Outcome:
         return self.rule.rule.limits.group if self.rule.rule.limits else None
 
 
-def fact_tree(event: TriggerEvent, profile: ProfileFacts, *, now: datetime, consent_defaults: dict[str, bool]) -> dict[str, Any]:
+def fact_tree(
+    event: TriggerEvent, profile: ProfileFacts, *, now: datetime, consent_defaults: dict[str, bool]
+) -> dict[str, Any]:
     return {
         "event": event.facts(),
         "context": event.context,
@@ -85,7 +97,7 @@ def evaluate(
         candidates = ruleset.by_trigger.get(trigger, ())
         if not candidates:
             continue
-        history, broken = _windows(candidates, event, store, now=now)
+        history, _ = _windows(candidates, event, store, now=now)
         for rule_id in engine.match(ruleset, trigger=trigger, facts=tree, history=history):
             rule = ruleset.rules[rule_id]
             due = event.occurred_at + rule.wait
@@ -123,7 +135,9 @@ def recheck(
         raise LookupError(rule_id)
     tree = fact_tree(event, profile, now=now, consent_defaults=consent_defaults)
     history, broken = _windows((rule,), event, store, now=now)
-    fired = rule_id in engine.match(ruleset, trigger=rule.rule.trigger.event, facts=tree, history=history)
+    fired = rule_id in engine.match(
+        ruleset, trigger=rule.rule.trigger.event, facts=tree, history=history
+    )
     outcome = Outcome(
         ruleset=ruleset,
         rule=rule,
@@ -158,7 +172,9 @@ def _windows(
     return values, broken
 
 
-def _window(window: Window, event: TriggerEvent, store: Store, *, now: datetime) -> tuple[Any, str | None]:
+def _window(
+    window: Window, event: TriggerEvent, store: Store, *, now: datetime
+) -> tuple[Any, str | None]:
     span = parse_duration(window.spec.within)
     same = same_values(event, window.spec.same) if window.spec.same else {}
     if isinstance(window.spec, CountSpec):
@@ -188,7 +204,9 @@ def _window(window: Window, event: TriggerEvent, store: Store, *, now: datetime)
     return False, f"{name}{scope} at {at.isoformat()}"
 
 
-def _facts_used(rule: CompiledRule, tree: dict[str, Any], history: dict[str, Any]) -> dict[str, Any]:
+def _facts_used(
+    rule: CompiledRule, tree: dict[str, Any], history: dict[str, Any]
+) -> dict[str, Any]:
     used: dict[str, Any] = {path: lookup(tree, path) for path in rule.paths}
     for window in rule.windows:
         spec = window.spec
@@ -213,7 +231,12 @@ def actions_of(rule: CompiledRule, tree: dict[str, Any]) -> list[dict[str, Any]]
 
 
 def _arbitrate(
-    outcomes: list[Outcome], *, customer: uuid.UUID, store: Store, now: datetime, exclude: int | None
+    outcomes: list[Outcome],
+    *,
+    customer: uuid.UUID,
+    store: Store,
+    now: datetime,
+    exclude: int | None,
 ) -> None:
     """Limits: in each group the highest-priority rule wins this event, and a group that
     acted within its cooldown stays quiet."""
@@ -229,9 +252,13 @@ def _arbitrate(
         limits = outcome.rule.rule.limits
         assert limits is not None
         cooldown = parse_duration(limits.cooldown)
-        acted = store.group_acted(customer=customer, group=group, since=now - cooldown, exclude=exclude)
+        acted = store.group_acted(
+            customer=customer, group=group, since=now - cooldown, exclude=exclude
+        )
         if acted is not None:
             outcome.status = "suppressed"
-            outcome.reason = f"group {group} acted at {acted.isoformat()} (cooldown {limits.cooldown})"
+            outcome.reason = (
+                f"group {group} acted at {acted.isoformat()} (cooldown {limits.cooldown})"
+            )
             continue
         winners[group] = outcome

@@ -40,7 +40,11 @@ class RuleError:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}" if self.line else f"{self.file}: {self.message}"
+        return (
+            f"{self.file}:{self.line}: {self.message}"
+            if self.line
+            else f"{self.file}: {self.message}"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {"file": self.file, "line": self.line, "message": self.message}
@@ -96,7 +100,9 @@ def load_source(file: str, source: str) -> LoadedRuleset:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise RulesInvalid([RuleError(file, mark.line + 1 if mark else None, f"YAML: {problem}")]) from None
+        raise RulesInvalid(
+            [RuleError(file, mark.line + 1 if mark else None, f"YAML: {problem}")]
+        ) from None
     if node is None:
         raise RulesInvalid([RuleError(file, None, "the file is empty")])
     errors = [RuleError(file, line, message) for line, message in _duplicate_keys(node)]
@@ -107,10 +113,14 @@ def load_source(file: str, source: str) -> LoadedRuleset:
         definition = RuleFile.model_validate(data)
     except ValidationError as exc:
         raise RulesInvalid(_validation_errors(file, node, exc)) from None
-    errors = [RuleError(file, _line(node, path), message) for path, message in _semantic(definition)]
+    errors = [
+        RuleError(file, _line(node, path), message) for path, message in _semantic(definition)
+    ]
     if errors:
         raise RulesInvalid(errors)
-    return LoadedRuleset(file=file, source=source, content_hash=content_hash(source), definition=definition)
+    return LoadedRuleset(
+        file=file, source=source, content_hash=content_hash(source), definition=definition
+    )
 
 
 # --- locating errors in the YAML ----------------------------------------------------------
@@ -136,12 +146,16 @@ def _line(root: yaml.Node, path: tuple[Any, ...]) -> int:
     for part in path:
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
-                if key.value == part or (part == "not_" and key.value == "not") or (
-                    part == "in_" and key.value == "in"
+                if (
+                    key.value == part
+                    or (part == "not_" and key.value == "not")
+                    or (part == "in_" and key.value == "in")
                 ):
                     node = value
                     break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        elif (
+            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
+        ):
             node = node.value[part]
     return node.start_mark.line + 1
 
@@ -198,8 +212,9 @@ def _semantic(rf: RuleFile) -> Iterator[tuple[tuple[Any, ...], str]]:
     for i, test in enumerate(rf.tests):
         for key in sorted(set(test.profile.model_dump()) - {"traits", "segments", "consent"}):
             if key not in facts.PROFILE_FACTS:
-                yield ("tests", i, "profile", key), (
-                    f"unknown profile fact {key!r}; use {', '.join(sorted(facts.PROFILE_FACTS))}"
+                yield (
+                    ("tests", i, "profile", key),
+                    (f"unknown profile fact {key!r}; use {', '.join(sorted(facts.PROFILE_FACTS))}"),
                 )
         for j, event in enumerate(test.events):
             if event.event not in events:
@@ -233,7 +248,11 @@ def _conditions(
 
 
 def _condition(
-    condition: BaseModel, events: frozenset[str] | set[str], traits: frozenset[str] | set[str], *, top: bool
+    condition: BaseModel,
+    events: frozenset[str] | set[str],
+    traits: frozenset[str] | set[str],
+    *,
+    top: bool,
 ) -> Iterator[tuple[tuple[Any, ...], str]]:
     if isinstance(condition, FactCondition):
         problem = facts.check_path(condition.path, traits)
@@ -286,9 +305,13 @@ def _contradiction(conditions: list[Condition]) -> str | None:
         equal = {repr(v) for op, v in tests if op == "eq"}
         if len(equal) > 1:
             return f"{path} cannot equal both {' and '.join(sorted(equal))}"
-        if ("exists", False) in tests and any(op not in ("exists", "ne", "not_in", "not_contains") for op, _ in tests):
+        if ("exists", False) in tests and any(
+            op not in ("exists", "ne", "not_in", "not_contains") for op, _ in tests
+        ):
             return f"{path} must be missing and also compared"
-        numbers = [(op, v) for op, v in tests if isinstance(v, int | float) and not isinstance(v, bool)]
+        numbers = [
+            (op, v) for op, v in tests if isinstance(v, int | float) and not isinstance(v, bool)
+        ]
         low = max((v for op, v in numbers if op in ("gt", "gte", "eq")), default=None)
         high = min((v for op, v in numbers if op in ("lt", "lte", "eq")), default=None)
         if low is not None and high is not None:
@@ -314,15 +337,22 @@ def _across_files(loaded: list[LoadedRuleset]) -> Iterator[RuleError]:
     rules: dict[str, str] = {}
     for item in loaded:
         if item.name in rulesets:
-            yield RuleError(item.file, 1, f"ruleset {item.name!r} is also defined in {rulesets[item.name]}")
+            yield RuleError(
+                item.file, 1, f"ruleset {item.name!r} is also defined in {rulesets[item.name]}"
+            )
         rulesets[item.name] = item.file
         for rule in item.definition.rules:
             if rule.id in rules:
-                yield RuleError(item.file, _rule_line(item, rule.id), f"rule id {rule.id!r} is also used in {rules[rule.id]}")
+                yield RuleError(
+                    item.file,
+                    _rule_line(item, rule.id),
+                    f"rule id {rule.id!r} is also used in {rules[rule.id]}",
+                )
             rules.setdefault(rule.id, item.file)
 
 
 def _rule_line(item: LoadedRuleset, rule_id: str) -> int | None:
     node = yaml.compose(item.source, Loader=yaml.SafeLoader)
+    assert node is not None  # it was loaded from this text
     index = next(i for i, r in enumerate(item.definition.rules) if r.id == rule_id)
     return _line(node, ("rules", index, "id"))

@@ -174,19 +174,17 @@ class NotCondition(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+_COMBINATORS = ("all", "any", "not", "count", "absent")
+
+
 def _condition_kind(value: Any) -> str:
+    """Which kind of condition a mapping is, by its single key (else a fact test)."""
     if isinstance(value, dict) and len(value) == 1:
-        key = next(iter(value))
-        if key in ("all", "any", "not", "count", "absent"):
+        key = str(next(iter(value)))
+        if key in _COMBINATORS:
             return key
-    if isinstance(value, BaseModel):
-        return {
-            AllCondition: "all",
-            AnyCondition: "any",
-            NotCondition: "not",
-            CountCondition: "count",
-            AbsentCondition: "absent",
-        }.get(type(value), "fact")
+    if isinstance(value, BaseModel) and not isinstance(value, FactCondition):
+        return next(iter(type(value).model_fields)).rstrip("_")
     return "fact"
 
 

@@ -15,7 +15,13 @@ from typing import Any
 
 from service.rules import evaluator
 from service.rules.engine import CompiledRuleset, Engine
-from service.rules.facts import PROFILE_FACTS, TriggerEvent, matches_same, stored_filter, trigger_name
+from service.rules.facts import (
+    PROFILE_FACTS,
+    TriggerEvent,
+    matches_same,
+    stored_filter,
+    trigger_name,
+)
 from service.rules.loader import LoadedRuleset
 from service.rules.schema import RuleTest, TestProfile, parse_duration
 
@@ -44,7 +50,12 @@ class MemoryStore:
         return [e for e in self.events if e.type == type_ and stored_name in (None, e.name)]
 
     def count(
-        self, *, customer: uuid.UUID, event: str, since: datetime, until: datetime,
+        self,
+        *,
+        customer: uuid.UUID,
+        event: str,
+        since: datetime,
+        until: datetime,
         same: dict[str, Any] | None,
     ) -> int:
         return sum(
@@ -54,7 +65,12 @@ class MemoryStore:
         )
 
     def first_of(
-        self, *, customer: uuid.UUID, events: list[str], after: datetime, until: datetime,
+        self,
+        *,
+        customer: uuid.UUID,
+        events: list[str],
+        after: datetime,
+        until: datetime,
         same: dict[str, Any] | None,
     ) -> tuple[str, datetime] | None:
         found = [
@@ -71,7 +87,9 @@ class MemoryStore:
     def group_acted(
         self, *, customer: uuid.UUID, group: str, since: datetime, exclude: int | None
     ) -> datetime | None:
-        times = [at for i, (g, at) in self.acted.items() if g == group and at >= since and i != exclude]
+        times = [
+            at for i, (g, at) in self.acted.items() if g == group and at >= since and i != exclude
+        ]
         return max(times, default=None)
 
 
@@ -114,7 +132,12 @@ def run_file(
 
 
 def _run(
-    file: str, test: RuleTest, ruleset: CompiledRuleset, *, engine: Engine, consent_defaults: dict[str, bool]
+    file: str,
+    test: RuleTest,
+    ruleset: CompiledRuleset,
+    *,
+    engine: Engine,
+    consent_defaults: dict[str, bool],
 ) -> TestResult:
     store = MemoryStore()
     profile = _Facts(test.profile)
@@ -127,8 +150,15 @@ def _run(
         while waiting and (until is None or waiting[0][0] <= until):
             due, firing, trigger, rule_id = waiting.pop(0)
             outcome = evaluator.recheck(
-                engine=engine, ruleset=ruleset, rule_id=rule_id, event=trigger, profile=profile,
-                store=store, now=due, consent_defaults=consent_defaults, firing=firing,
+                engine=engine,
+                ruleset=ruleset,
+                rule_id=rule_id,
+                event=trigger,
+                profile=profile,
+                store=store,
+                now=due,
+                consent_defaults=consent_defaults,
+                firing=firing,
             )
             if outcome.status == "fired":
                 acted.append((rule_id, due - START))
@@ -141,23 +171,43 @@ def _run(
         now = START + parse_duration(item.at)
         run_due(now)
         type_, name = _stored_as(item.event)
-        stored = _Stored(id=next(ids), type=type_, name=name, occurred_at=now, properties=item.properties)
+        stored = _Stored(
+            id=next(ids), type=type_, name=name, occurred_at=now, properties=item.properties
+        )
         store.events.append(stored)
         trigger = TriggerEvent(
-            id=stored.id, customer_id=CUSTOMER, source="test", type=type_, name=name,
-            occurred_at=now, properties=item.properties, context=item.context,
+            id=stored.id,
+            customer_id=CUSTOMER,
+            source="test",
+            type=type_,
+            name=name,
+            occurred_at=now,
+            properties=item.properties,
+            context=item.context,
         )
         for wait in [w for w in waiting if item.event in ruleset.rules[w[3]].cancelled_by]:
             outcome = evaluator.recheck(
-                engine=engine, ruleset=ruleset, rule_id=wait[3], event=wait[2], profile=profile,
-                store=store, now=now, consent_defaults=consent_defaults, firing=wait[1],
+                engine=engine,
+                ruleset=ruleset,
+                rule_id=wait[3],
+                event=wait[2],
+                profile=profile,
+                store=store,
+                now=now,
+                consent_defaults=consent_defaults,
+                firing=wait[1],
             )
             if outcome.status == "cancelled":
                 waiting.remove(wait)
                 store.acted.pop(wait[1], None)
         for outcome in evaluator.evaluate(
-            engine=engine, rulesets=[ruleset], event=trigger, profile=profile, store=store,
-            now=now, consent_defaults=consent_defaults,
+            engine=engine,
+            rulesets=[ruleset],
+            event=trigger,
+            profile=profile,
+            store=store,
+            now=now,
+            consent_defaults=consent_defaults,
         ):
             firing = next(ids)
             if outcome.status in ("fired", "scheduled") and outcome.group:

@@ -1,0 +1,344 @@
+"""SQL for rules: versions and deployments, the events outbox, the facts rules read,
+and the decision log."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from service.db import json_document
+from service.events.models import Event
+from service.rules.facts import Profile, stored_filter
+from service.rules.models import RuleDeployment, RuleFiring, RulesetVersion
+
+# --- versions and deployments ---------------------------------------------------------------
+
+
+def ensure_version(
+    session: Session, *, name: str, version: int, content_hash: str, file: str, source: str
+) -> int:
+    session.execute(
+        insert(RulesetVersion)
+        .values(name=name, version=version, content_hash=content_hash, file=file, source=source)
+        .on_conflict_do_nothing(index_elements=["name", "content_hash"])
+    )
+    version_id: int = session.execute(
+        select(RulesetVersion.id).where(
+            RulesetVersion.name == name, RulesetVersion.content_hash == content_hash
+        )
+    ).scalar_one()
+    return version_id
+
+
+def versions(session: Session, ids: Iterable[int]) -> list[RulesetVersion]:
+    wanted = list(ids)
+    rows = session.scalars(select(RulesetVersion).where(RulesetVersion.id.in_(wanted))).all()
+    by_id = {r.id: r for r in rows}
+    return [by_id[i] for i in wanted if i in by_id]
+
+
+def version_history(session: Session, name: str) -> Sequence[RulesetVersion]:
+    return session.scalars(
+        select(RulesetVersion).where(RulesetVersion.name == name).order_by(RulesetVersion.id.desc())
+    ).all()
+
+
+def get_version(session: Session, version_id: int) -> RulesetVersion | None:
+    return session.get(RulesetVersion, version_id)
+
+
+def lock_deployments(session: Session) -> None:
+    """Serialise changes to the active rules (several API processes watch `rules/`)."""
+    session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended('rule_deployments', 0))"))
+
+
+def active_deployment_id(session: Session) -> int | None:
+    return session.execute(
+        select(RuleDeployment.id)
+        .where(RuleDeployment.status == "active")
+        .order_by(RuleDeployment.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def get_deployment(session: Session, deployment_id: int) -> RuleDeployment | None:
+    return session.get(RuleDeployment, deployment_id)
+
+
+def latest_deployment(session: Session, *, from_files: bool = False) -> RuleDeployment | None:
+    query = select(RuleDeployment).order_by(RuleDeployment.id.desc()).limit(1)
+    if from_files:
+        query = query.where(RuleDeployment.files_hash.is_not(None))
+    return session.scalars(query).first()
+
+
+def add_deployment(
+    session: Session,
+    *,
+    origin: str,
+    status: str,
+    files_hash: str | None,
+    version_ids: list[int],
+    errors: list[dict[str, Any]],
+    note: str | None = None,
+) -> RuleDeployment:
+    deployment = RuleDeployment(
+        origin=origin,
+        status=status,
+        files_hash=files_hash,
+        version_ids=version_ids,
+        errors=errors,
+        note=note,
+    )
+    session.add(deployment)
+    session.flush()
+    return deployment
+
+
+def deployments(session: Session, *, limit: int) -> Sequence[RuleDeployment]:
+    return session.scalars(
+        select(RuleDeployment).order_by(RuleDeployment.id.desc()).limit(limit)
+    ).all()
+
+
+def rejected_count(session: Session) -> int:
+    count: int = session.execute(
+        text("SELECT count(*) FROM rule_deployments WHERE status = 'rejected'")
+    ).scalar_one()
+    return count
+
+
+# --- the outbox ------------------------------------------------------------------------------
+
+
+def claim_unevaluated(session: Session, *, limit: int) -> Sequence[Event]:
+    """Resolved events not yet evaluated, locked (concurrent workers take other ones),
+    in customer order so per-customer locks are always taken in one order."""
+    ids = (
+        select(Event.id)
+        .where(Event.customer_id.is_not(None), Event.evaluated_at.is_(None))
+        .order_by(Event.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return session.scalars(
+        select(Event)
+        .where(Event.id.in_(ids))
+        .order_by(Event.customer_id, Event.occurred_at, Event.id)
+    ).all()
+
+
+def mark_evaluated(session: Session, ids: Sequence[int], *, at: datetime) -> None:
+    session.execute(update(Event).where(Event.id.in_(ids)).values(evaluated_at=at))
+
+
+def get_event(session: Session, event_id: int) -> Event | None:
+    return session.get(Event, event_id)
+
+
+def lock_customers(session: Session, customers: Iterable[uuid.UUID]) -> None:
+    """Limits are read then written: one evaluation per customer at a time."""
+    keys = sorted({f"rules:{c}" for c in customers})
+    if keys:
+        session.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) "
+                "AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY h) AS locks"
+            ),
+            {"keys": keys},
+        )
+
+
+# --- facts -----------------------------------------------------------------------------------
+
+
+def profiles(
+    session: Session, customers: Iterable[uuid.UUID], *, currency: str
+) -> dict[uuid.UUID, Profile]:
+    rows = session.execute(
+        text(
+            "SELECT c.id, c.orders_count, c.first_order_at, c.last_order_at, c.last_seen_at, "
+            "c.rfm_recency, c.rfm_frequency, c.rfm_monetary, c.traits, "
+            "coalesce(s.total_spent, 0) AS total_spent, "
+            "coalesce((SELECT array_agg(m.segment ORDER BY m.segment) "
+            "          FROM segment_memberships AS m "
+            "          WHERE m.customer_id = c.id), '{}') AS segments "
+            "FROM customers AS c LEFT JOIN customer_spend AS s "
+            "  ON s.customer_id = c.id AND s.currency = :currency "
+            "WHERE c.id = ANY(CAST(:ids AS uuid[]))"
+        ),
+        {"ids": [str(c) for c in set(customers)], "currency": currency},
+    )
+    return {row.id: _profile(row) for row in rows}
+
+
+def _profile(row: Row[Any]) -> Profile:
+    traits = dict(row.traits or {})
+    consent = traits.get("consent")
+    return Profile(
+        customer_id=row.id,
+        orders_count=row.orders_count,
+        total_spent=row.total_spent,
+        first_order_at=row.first_order_at,
+        last_order_at=row.last_order_at,
+        last_seen_at=row.last_seen_at,
+        rfm=(row.rfm_recency, row.rfm_frequency, row.rfm_monetary),
+        traits=traits,
+        segments=tuple(row.segments),
+        consent={k: v for k, v in consent.items() if isinstance(v, bool)}
+        if isinstance(consent, dict)
+        else {},
+    )
+
+
+# Events with the trigger's value for each `same` key (given as one JSON object), in
+# their properties or in an item of their `products` list (an order that contains the
+# viewed product).
+_SAME = (
+    " AND NOT EXISTS (SELECT 1 FROM jsonb_each(CAST(:same AS jsonb)) AS s(k, v)"
+    " WHERE properties -> s.k IS DISTINCT FROM s.v AND NOT EXISTS ("
+    "  SELECT 1 FROM jsonb_array_elements(CASE jsonb_typeof(properties -> 'products')"
+    "    WHEN 'array' THEN properties -> 'products' ELSE '[]'::jsonb END) AS p(item)"
+    "  WHERE p.item -> s.k = s.v))"
+)
+
+
+class PgStore:
+    """The evaluator's history, read from the events and the decision log."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def count(
+        self,
+        *,
+        customer: uuid.UUID,
+        event: str,
+        since: datetime,
+        until: datetime,
+        same: dict[str, Any] | None,
+    ) -> int:
+        type_, name = stored_filter(event)
+        count: int = self.session.execute(
+            text(
+                "SELECT count(*) FROM events WHERE customer_id = :customer AND type = :type "  # noqa: S608 (constant text)
+                "AND (CAST(:name AS text) IS NULL OR name = :name) "
+                "AND occurred_at >= :since AND occurred_at <= :until" + _SAME
+            ),
+            {
+                "customer": customer,
+                "type": type_,
+                "name": name,
+                "since": since,
+                "until": until,
+                "same": json_document(same or {}),
+            },
+        ).scalar_one()
+        return count
+
+    def first_of(
+        self,
+        *,
+        customer: uuid.UUID,
+        events: list[str],
+        after: datetime,
+        until: datetime,
+        same: dict[str, Any] | None,
+    ) -> tuple[str, datetime] | None:
+        tracks = [n for n in events if stored_filter(n)[0] == "track"]
+        types = [stored_filter(n)[0] for n in events if stored_filter(n)[0] != "track"]
+        row = self.session.execute(
+            text(
+                "SELECT type, name, occurred_at FROM events WHERE customer_id = :customer "  # noqa: S608 (constant text)
+                "AND ((type = 'track' AND name = ANY(:names)) OR type = ANY(:types)) "
+                "AND occurred_at > :after AND occurred_at <= :until"
+                + _SAME
+                + " ORDER BY occurred_at LIMIT 1"
+            ),
+            {
+                "customer": customer,
+                "names": tracks,
+                "types": types,
+                "after": after,
+                "until": until,
+                "same": json_document(same or {}),
+            },
+        ).first()
+        if row is None:
+            return None
+        special = {"page": "Page Viewed", "screen": "Screen Viewed", "identify": "Identify"}
+        return special.get(row.type, row.name), row.occurred_at
+
+    def group_acted(
+        self, *, customer: uuid.UUID, group: str, since: datetime, exclude: int | None
+    ) -> datetime | None:
+        acted: datetime | None = self.session.execute(
+            text(
+                "SELECT max(coalesce(decided_at, created_at)) FROM rule_firings "
+                "WHERE customer_id = :customer AND limits_group = :group "
+                "AND status IN ('scheduled', 'fired') AND due_at >= :since "
+                "AND id IS DISTINCT FROM :exclude"
+            ),
+            {"customer": customer, "group": group, "since": since, "exclude": exclude},
+        ).scalar_one()
+        return acted
+
+
+# --- the decision log ------------------------------------------------------------------------
+
+
+def insert_firing(session: Session, **values: Any) -> int | None:
+    """The firing's id, or None when this event already fired this rule (a redelivery
+    or a second evaluation has no second effect)."""
+    return session.execute(
+        insert(RuleFiring)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["event_id", "ruleset", "rule_id"])
+        .returning(RuleFiring.id)
+    ).scalar_one_or_none()
+
+
+def claim_due(session: Session, *, now: datetime, limit: int) -> Sequence[RuleFiring]:
+    return session.scalars(
+        select(RuleFiring)
+        .where(RuleFiring.status == "scheduled", RuleFiring.due_at <= now)
+        .order_by(RuleFiring.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+
+
+def scheduled_for(session: Session, customer: uuid.UUID) -> Sequence[RuleFiring]:
+    return session.scalars(
+        select(RuleFiring)
+        .where(RuleFiring.customer_id == customer, RuleFiring.status == "scheduled")
+        .order_by(RuleFiring.id)
+        .with_for_update(skip_locked=True)
+    ).all()
+
+
+def firings(
+    session: Session,
+    *,
+    customer: uuid.UUID | None,
+    rule_id: str | None,
+    status: str | None,
+    before: int | None,
+    limit: int,
+) -> Sequence[RuleFiring]:
+    query = select(RuleFiring).order_by(RuleFiring.id.desc()).limit(limit)
+    if customer is not None:
+        query = query.where(RuleFiring.customer_id == customer)
+    if rule_id is not None:
+        query = query.where(RuleFiring.rule_id == rule_id)
+    if status is not None:
+        query = query.where(RuleFiring.status == status)
+    if before is not None:
+        query = query.where(RuleFiring.id < before)
+    return session.scalars(query).all()

@@ -1,0 +1,358 @@
+"""Rules in the running service: which versions are active, evaluating stored events
+exactly once, re-checking waiting rules at their due time, reload and rollback.
+
+The active rules are a row in `rule_deployments`, so every process (API, workers)
+runs the same versions and a change is one committed row: all files or none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy.orm import Session
+
+from service.rules import evaluator, loader, repository
+from service.rules.engine import CompiledRuleset, Engine
+from service.rules.evaluator import Outcome
+from service.rules.facts import Profile, TriggerEvent
+from service.rules.loader import LoadedRuleset, RulesInvalid
+from service.rules.models import RuleDeployment, RuleFiring
+from service.settings import get_settings
+
+log = structlog.get_logger(__name__)
+
+EVALUATE_TASK = "service.rules.tasks.evaluate_pending"
+DUE_TASK = "service.rules.tasks.run_due"
+
+
+@dataclass(frozen=True)
+class Active:
+    deployment_id: int | None
+    rulesets: list[CompiledRuleset]
+    version_ids: dict[str, int]  # ruleset name → ruleset_versions.id
+
+    def ruleset(self, name: str) -> CompiledRuleset | None:
+        return next((r for r in self.rulesets if r.name == name), None)
+
+
+class _Runtime:
+    """The process's engine and its compiled copy of the active deployment."""
+
+    def __init__(self) -> None:
+        self.engine = Engine()
+        self._active = Active(None, [], {})
+        self._lock = threading.Lock()
+
+    def active(self, session: Session) -> Active:
+        deployment_id = repository.active_deployment_id(session)
+        with self._lock:
+            if deployment_id == self._active.deployment_id:
+                return self._active
+        compiled, ids = [], {}
+        if deployment_id is not None:
+            deployment = repository.get_deployment(session, deployment_id)
+            assert deployment is not None
+            for row in repository.versions(session, deployment.version_ids):
+                loaded = loader.load_source(row.file, row.source)
+                compiled.append(self.engine.compile(loaded))
+                ids[row.name] = row.id
+        active = Active(deployment_id, compiled, ids)
+        with self._lock:
+            self._active = active
+        return active
+
+
+RUNTIME = _Runtime()
+
+
+# --- reload and rollback --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    status: str  # active | rejected | unchanged
+    deployment_id: int | None
+    errors: list[dict[str, Any]]
+
+
+def files_hash(directory: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def reload(session: Session, *, directory: Path, origin: str) -> ReloadResult:
+    """Activate the rule files in `directory` if every one is valid; otherwise record
+    the errors and keep the active version. Unchanged files change nothing (several
+    processes may react to the same edit; a rollback holds until the files change)."""
+    repository.lock_deployments(session)
+    digest = files_hash(directory)
+    last = repository.latest_deployment(session, from_files=True)
+    if last is not None and last.files_hash == digest and repository.active_deployment_id(session):
+        return ReloadResult("unchanged", repository.active_deployment_id(session), last.errors)
+    try:
+        loaded = loader.load_directory(directory)
+    except RulesInvalid as exc:
+        errors = [e.as_dict() for e in exc.errors]
+        deployment = repository.add_deployment(
+            session,
+            origin=origin,
+            status="rejected",
+            files_hash=digest,
+            version_ids=[],
+            errors=errors,
+        )
+        log.error(
+            "rules_rejected", deployment_id=deployment.id, errors=[str(e) for e in exc.errors]
+        )
+        return ReloadResult("rejected", deployment.id, errors)
+    deployment = _activate(session, loaded, origin=origin, files_hash=digest)
+    return ReloadResult("active", deployment.id, [])
+
+
+def _activate(
+    session: Session, loaded: list[LoadedRuleset], *, origin: str, files_hash: str | None
+) -> RuleDeployment:
+    ids = [
+        repository.ensure_version(
+            session,
+            name=item.name,
+            version=item.definition.version,
+            content_hash=item.content_hash,
+            file=item.file,
+            source=item.source,
+        )
+        for item in loaded
+    ]
+    deployment = repository.add_deployment(
+        session, origin=origin, status="active", files_hash=files_hash, version_ids=ids, errors=[]
+    )
+    log.info(
+        "rules_activated",
+        deployment_id=deployment.id,
+        rulesets={i.name: i.content_hash[:12] for i in loaded},
+    )
+    return deployment
+
+
+def rollback(
+    session: Session, *, deployment_id: int | None = None, version_id: int | None = None
+) -> RuleDeployment:
+    """Activate an earlier deployment again, or put back one earlier version of one
+    ruleset in the current set. LookupError when there is no such thing."""
+    repository.lock_deployments(session)
+    current_id = repository.active_deployment_id(session)
+    current = repository.get_deployment(session, current_id) if current_id else None
+    if deployment_id is not None:
+        target = repository.get_deployment(session, deployment_id)
+        if target is None or target.status != "active":
+            raise LookupError(f"no active deployment {deployment_id} to go back to")
+        ids, note = list(target.version_ids), f"back to deployment {deployment_id}"
+    elif version_id is not None:
+        version = repository.get_version(session, version_id)
+        if version is None:
+            raise LookupError(f"no ruleset version {version_id}")
+        kept = [
+            v
+            for v in repository.versions(session, current.version_ids if current else [])
+            if v.name != version.name
+        ]
+        ids, note = (
+            [v.id for v in kept] + [version.id],
+            f"{version.name} back to version {version_id}",
+        )
+    else:
+        raise ValueError("name a deployment or a ruleset version")
+    deployment = repository.add_deployment(
+        session,
+        origin="rollback",
+        status="active",
+        files_hash=None,
+        version_ids=ids,
+        errors=[],
+        note=note,
+    )
+    log.info("rules_rolled_back", deployment_id=deployment.id, note=note)
+    return deployment
+
+
+# --- evaluation -----------------------------------------------------------------------------
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def trigger_of(event: Any) -> TriggerEvent:
+    return TriggerEvent(
+        id=event.id,
+        customer_id=event.customer_id,
+        source=event.source,
+        type=event.type,
+        name=event.name,
+        occurred_at=event.occurred_at,
+        properties=event.properties or {},
+        context=event.context or {},
+    )
+
+
+def evaluate_pending(session: Session, *, limit: int = 500, now: datetime | None = None) -> int:
+    """Evaluate up to `limit` resolved events not yet evaluated; returns how many.
+    The firings and the events' `evaluated_at` commit together, and each (event, rule)
+    can fire once: evaluating an event again has no second effect."""
+    now = now or _now()
+    events = repository.claim_unevaluated(session, limit=limit)
+    if not events:
+        return 0
+    settings = get_settings()
+    active = RUNTIME.active(session)
+    if active.deployment_id is None:
+        reload(session, directory=settings.rules_dir, origin="startup")
+        active = RUNTIME.active(session)
+    oldest = now - timedelta(seconds=settings.rules_max_event_age_s)
+    fresh = [e for e in events if e.occurred_at >= oldest]
+    repository.lock_customers(session, {e.customer_id for e in fresh if e.customer_id})
+    profiles = repository.profiles(
+        session, {e.customer_id for e in fresh if e.customer_id}, currency=settings.shop_currency
+    )
+    store = repository.PgStore(session)
+    for event in fresh:
+        trigger = trigger_of(event)
+        profile = profiles.get(trigger.customer_id) or Profile(customer_id=trigger.customer_id)
+        _cancel_waiting(session, active, trigger, profile, store, now=now)
+        outcomes = evaluator.evaluate(
+            engine=RUNTIME.engine,
+            rulesets=active.rulesets,
+            event=trigger,
+            profile=profile,
+            store=store,
+            now=now,
+            consent_defaults=settings.consent_defaults,
+        )
+        for outcome in outcomes:
+            _record(session, active, trigger, outcome, now=now)
+    repository.mark_evaluated(session, [e.id for e in events], at=now)
+    return len(events)
+
+
+def _record(
+    session: Session, active: Active, trigger: TriggerEvent, outcome: Outcome, *, now: datetime
+) -> None:
+    firing = repository.insert_firing(
+        session,
+        event_id=trigger.id,
+        customer_id=trigger.customer_id,
+        ruleset=outcome.ruleset.name,
+        rule_id=outcome.rule.rule.id,
+        rule_version=outcome.rule.rule.version,
+        version_id=active.version_ids[outcome.ruleset.name],
+        status=outcome.status,
+        limits_group=outcome.group,
+        reason=outcome.reason,
+        facts=outcome.facts,
+        actions=outcome.actions,
+        due_at=outcome.due_at,
+        decided_at=now if outcome.status != "scheduled" else None,
+    )
+    if firing is not None:
+        log.info(
+            "rule_matched",
+            firing_id=firing,
+            event_id=trigger.id,
+            rule=outcome.rule.rule.id,
+            status=outcome.status,
+        )
+
+
+def _cancel_waiting(
+    session: Session,
+    active: Active,
+    trigger: TriggerEvent,
+    profile: Profile,
+    store: Any,
+    *,
+    now: datetime,
+) -> None:
+    """An event that ends a waiting rule's absence (a checkout for the waiting cart)
+    cancels it at once rather than at its due time."""
+    name = trigger.trigger_name
+    for firing in repository.scheduled_for(session, trigger.customer_id):
+        ruleset = active.ruleset(firing.ruleset)
+        rule = ruleset.rules.get(firing.rule_id) if ruleset else None
+        if rule is None or name not in rule.cancelled_by:
+            continue
+        _decide(session, active, firing, profile=profile, store=store, now=now)
+
+
+def run_due(session: Session, *, limit: int = 500, now: datetime | None = None) -> int:
+    """Re-check waiting rules whose time has come; returns how many were decided."""
+    now = now or _now()
+    due = repository.claim_due(session, now=now, limit=limit)
+    if not due:
+        return 0
+    settings = get_settings()
+    active = RUNTIME.active(session)
+    repository.lock_customers(session, {f.customer_id for f in due})
+    profiles = repository.profiles(
+        session, {f.customer_id for f in due}, currency=settings.shop_currency
+    )
+    store = repository.PgStore(session)
+    for firing in due:
+        profile = profiles.get(firing.customer_id) or Profile(customer_id=firing.customer_id)
+        _decide(session, active, firing, profile=profile, store=store, now=now)
+    return len(due)
+
+
+def _decide(
+    session: Session,
+    active: Active,
+    firing: RuleFiring,
+    *,
+    profile: Profile,
+    store: Any,
+    now: datetime,
+) -> None:
+    ruleset = active.ruleset(firing.ruleset)
+    event = repository.get_event(session, firing.event_id)
+    if ruleset is None or firing.rule_id not in ruleset.rules or event is None:
+        _finish(firing, status="cancelled", reason="the rule is no longer active", now=now)
+        return
+    outcome = evaluator.recheck(
+        engine=RUNTIME.engine,
+        ruleset=ruleset,
+        rule_id=firing.rule_id,
+        event=trigger_of(event),
+        profile=profile,
+        store=store,
+        now=now,
+        consent_defaults=get_settings().consent_defaults,
+        firing=firing.id,
+    )
+    if outcome.status == "scheduled":
+        return  # still waiting: an early re-check found nothing that cancels it
+    firing.decided_version_id = active.version_ids[ruleset.name]
+    firing.facts = {**firing.facts, "at_due": outcome.facts}
+    firing.actions = outcome.actions
+    _finish(firing, status=outcome.status, reason=outcome.reason, now=now)
+    log.info("rule_decided", firing_id=firing.id, rule=firing.rule_id, status=firing.status)
+
+
+def _finish(firing: RuleFiring, *, status: str, reason: str | None, now: datetime) -> None:
+    firing.status = status
+    firing.reason = reason
+    firing.decided_at = now
+
+
+def customer_uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
