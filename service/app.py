@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -19,6 +21,8 @@ from service.events.writer import DeliveryWriter
 from service.health.router import router as health_router
 from service.logging import RequestLogMiddleware, configure
 from service.profiles.router import router as profiles_router
+from service.rules.router import router as rules_router
+from service.rules.watch import RulesWatcher
 from service.settings import get_settings
 
 TITLE = "Personalize"
@@ -34,10 +38,22 @@ def add_schemas(openapi: dict[str, Any], *models: type[BaseModel]) -> None:
         components[model.__name__] = schema
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    watcher = RulesWatcher(settings.rules_dir) if settings.rules_watch else None
+    if watcher:
+        watcher.start()
+    yield
+    if watcher:
+        watcher.stop()
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     configure(level=settings.log_level, fmt=settings.log_format)
     app = FastAPI(
+        lifespan=lifespan,
         title=TITLE,
         version=VERSION,
         description=(
@@ -63,6 +79,7 @@ def create_app() -> FastAPI:
     app.include_router(webhooks_router)
     app.include_router(tracking_router)
     app.include_router(profiles_router)
+    app.include_router(rules_router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

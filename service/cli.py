@@ -232,6 +232,14 @@ def openapi(output: Path | None, fmt: str) -> None:
         click.echo(text, nl=False)
 
 
+def _register() -> None:
+    from service.rules.cli import rules
+
+    main.add_command(rules)
+
+
+_register()
+
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     main()

@@ -12,7 +12,8 @@ __all__ = [
     "Base",
     "auth_models",
     "events_models",
-    "health_models", "profiles_models",
+    "health_models",
+    "profiles_models",
     "rules_models",
     "segments_models",
 ]

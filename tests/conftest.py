@@ -29,6 +29,10 @@ from service.settings import get_settings
 from service.worker import get_celery
 from tests import support
 
+# Tests share one connection per test (rolled back), which a background thread must not
+# use: the rules watcher runs only in the tests that start the API as a process.
+os.environ.setdefault("RULES_WATCH", "false")
+
 
 def clear_caches() -> None:
     if get_engine.cache_info().currsize:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from service.events.canonical import ECOMMERCE_EVENTS
 from service.rules import facts
 from service.rules.schema import (
+    OPERATORS,
     AbsentCondition,
     AllCondition,
     AnyCondition,
@@ -140,49 +141,48 @@ def _duplicate_keys(node: yaml.Node) -> Iterator[tuple[int, str]]:
 
 
 def _line(root: yaml.Node, path: tuple[Any, ...]) -> int:
-    """The line of the deepest node along `path`. Path parts that are not keys or
-    indexes of the YAML (the validator's own labels for alternatives) are skipped."""
-    node = root
-    for part in path:
+    return _locate(root, path)[0]
+
+
+def _locate(root: yaml.Node, path: tuple[Any, ...]) -> tuple[int, str]:
+    """The line of the deepest node along `path`, and that path as written in the
+    file. Parts that are not keys or indexes of the YAML (the validator's own labels
+    for alternatives) are skipped."""
+    aliases = {"not_": "not", "in_": "in"}
+    parts = [aliases.get(p, p) if isinstance(p, str) else p for p in path]
+    # A union's tag comes before the field of the same name (`offer`, `offer`): skip it.
+    parts = [p for i, p in enumerate(parts) if i + 1 == len(parts) or parts[i + 1] != p]
+    node, walked = root, []
+    for key in parts:
         if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if (
-                    key.value == part
-                    or (part == "not_" and key.value == "not")
-                    or (part == "in_" and key.value == "in")
-                ):
+            for k, value in node.value:
+                if k.value == key:
                     node = value
+                    walked.append(str(key))
                     break
-        elif (
-            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
-        ):
-            node = node.value[part]
-    return node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            walked.append(str(key))
+    return node.start_mark.line + 1, ".".join(walked)
 
 
 def _validation_errors(file: str, root: yaml.Node, exc: ValidationError) -> list[RuleError]:
     found: dict[tuple[int, str], RuleError] = {}
     for error in exc.errors(include_url=False):
         loc = tuple(error["loc"])
-        where = ".".join(str(p) for p in loc if _is_yaml_part(p))
+        line, where = _locate(root, loc)
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
-            message = f"unknown field {loc[-1]!r}"
+            parent = loc[-2] if len(loc) > 1 else ""
+            if isinstance(parent, str) and parent.startswith(("event.", "context.", "profile.")):
+                message = f"unknown operator {loc[-1]!r}; use one of: {', '.join(OPERATORS)}"
+            else:
+                message = f"unknown field {loc[-1]!r}"
         elif error["type"] == "string_pattern_mismatch" and loc and loc[-1] == "[key]":
             message = f"{error['input']!r} is not a fact (use event.…, context.… or profile.…)"
-        line = _line(root, loc)
         text = f"{where}: {message}" if where else message
         found.setdefault((line, text), RuleError(file, line, text))
     return list(found.values())
-
-
-def _is_yaml_part(part: Any) -> bool:
-    return isinstance(part, int) or (
-        isinstance(part, str)
-        and part not in ("fact", "[key]", "all", "any", "not", "count", "absent")
-        and not part.startswith("function-")
-        and "[" not in part
-    )
 
 
 # --- checks the schema cannot express -------------------------------------------------------
