@@ -168,3 +168,18 @@ def status() -> None:
             click.echo(f"newest attempt (deployment {last.id}) was rejected:")
             for error in last.errors:
                 click.echo(f"  {error['file']}:{error['line'] or 1}: {error['message']}")
+
+
+@rules.command()
+@click.option("--output", type=click.Path(path_type=Path), default=None, help="Write here.")
+def schema(output: Path | None) -> None:
+    """Print the rule files' JSON Schema (rules/schema.json is this output)."""
+    import json
+
+    from service.rules.schema import json_schema
+
+    text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if output:
+        output.write_text(text)
+    else:
+        click.echo(text, nl=False)

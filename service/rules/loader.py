@@ -99,11 +99,7 @@ def load_source(file: str, source: str) -> LoadedRuleset:
     try:
         node = yaml.compose(source, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise RulesInvalid(
-            [RuleError(file, mark.line + 1 if mark else None, f"YAML: {problem}")]
-        ) from None
+        raise RulesInvalid([_yaml_error(file, exc)]) from None
     if node is None:
         raise RulesInvalid([RuleError(file, None, "the file is empty")])
     errors = [RuleError(file, line, message) for line, message in _duplicate_keys(node)]
@@ -122,6 +118,15 @@ def load_source(file: str, source: str) -> LoadedRuleset:
     return LoadedRuleset(
         file=file, source=source, content_hash=content_hash(source), definition=definition
     )
+
+
+def _yaml_error(file: str, exc: yaml.YAMLError) -> RuleError:
+    mark = getattr(exc, "problem_mark", None)
+    message = f"YAML: {getattr(exc, 'problem', None) or exc}"
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and start is not None:
+        message += f" ({context.removeprefix('while ')} that starts on line {start.line + 1})"
+    return RuleError(file, mark.line + 1 if mark else None, message)
 
 
 # --- locating errors in the YAML ----------------------------------------------------------

@@ -112,6 +112,9 @@ ComparisonOrValue = Annotated[
 class FactCondition(RootModel[dict[str, Comparison]]):
     """`profile.orders_count: {gte: 1}`, or `event.properties.path: "/"` for equality."""
 
+    # Only fact paths as keys, so an editor tells `absent:` from a misspelt fact.
+    model_config = ConfigDict(json_schema_extra={"additionalProperties": False})
+
     root: dict[Annotated[str, Field(pattern=FACT_PATH)], ComparisonOrValue] = Field(
         min_length=1, max_length=1
     )
