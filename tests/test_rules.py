@@ -13,6 +13,7 @@ import pytest
 
 from service.rules import loader
 from service.rules.engine import Engine
+from service.rules.evaluator import actions_of
 from service.rules.loader import RulesInvalid, load_source
 from service.rules.schema import json_schema
 from service.rules.testing import run_file
@@ -180,7 +181,8 @@ def test_conditions_that_can_never_hold_are_rejected(conditions: str, expected: 
         actions: [{{segment: {{add: x}}}}]
     """)
     (error,) = errors_of(source)
-    assert "can never act" in error and expected in error
+    assert "can never act" in error
+    assert expected in error
 
 
 def test_duplicate_ids_keys_and_rulesets_are_rejected() -> None:
@@ -213,21 +215,25 @@ rules:
 
 
 def test_rule_text_never_runs_as_code() -> None:
-    """Conditions are data: an expression in a value is compared as text, and an action
-    parameter can only reference a fact."""
-    source = ruleset("""
+    """Conditions are data: an expression in a value is compared as text, and a
+    parameter's reference is filled with the fact's text, never interpreted again."""
+    code = "__import__('os').getpid()"
+    source = ruleset(f"""
     rules:
       - id: a
         trigger:
           event: Page Viewed
-          where: [{event.properties.path: "__import__('os').system('touch /tmp/pwned')"}]
+          where: [{{event.properties.path: "{code}"}}]
         actions:
-          - content: {placement: hero, content: x, params: {v: "{{ profile.traits.name }}!"}}
+          - content: {{placement: hero, content: x, params: {{v: "{{{{ profile.traits.name }}}}!"}}}}
     """)
     compiled = ENGINE.compile(load_source("t.yaml", source))
-    facts = {"event": {"properties": {"path": "/"}}, "profile": {"traits": {"name": "{{ x }}"}}}
-    assert ENGINE.match(compiled, trigger="Page Viewed", facts=facts, history={}) == []
-    assert not Path("/tmp/pwned").exists()
+    tree = {"event": {"properties": {"path": "/"}}, "profile": {"traits": {"name": "{{ x }}"}}}
+    assert ENGINE.match(compiled, trigger="Page Viewed", facts=tree, history={}) == []
+    tree["event"]["properties"]["path"] = code
+    assert ENGINE.match(compiled, trigger="Page Viewed", facts=tree, history={}) == ["a"]
+    (action,) = actions_of(compiled.rules["a"], tree)
+    assert action["params"] == {"v": "{{ x }}!"}
 
 
 # --- compiled semantics -----------------------------------------------------------------
