@@ -225,7 +225,8 @@ def test_rule_text_never_runs_as_code() -> None:
           event: Page Viewed
           where: [{{event.properties.path: "{code}"}}]
         actions:
-          - content: {{placement: hero, content: x, params: {{v: "{{{{ profile.traits.name }}}}!"}}}}
+          - content:
+              {{placement: hero, content: x, params: {{v: "{{{{ profile.traits.name }}}}!"}}}}
     """)
     compiled = ENGINE.compile(load_source("t.yaml", source))
     tree = {"event": {"properties": {"path": "/"}}, "profile": {"traits": {"name": "{{ x }}"}}}
