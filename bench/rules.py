@@ -89,9 +89,12 @@ FLAT_WINDOWS = {
 }
 # One row per rule: `rule` is the output, every other key a column of that name whose
 # cell is a unary test of the field's value (`$`); a column a row leaves out matches
-# anything. Ordering tests on a null are an evaluation error in zen (the row then fails
-# to match, and inside `or` the error wins over a true branch), so tests on facts that
-# can be missing check for null first: a missing fact compares false, as in the service.
+# anything. In zen an ordering test on null (`null >= 3`) is an evaluation error, and a
+# cell that errs, or does not parse, silently fails its row; in a cell `and` and `or`
+# bind equally, left to right, and a parenthesised `and` does not parse. So tests on
+# facts that can be missing check for null first (`$ != null and $ >= 3`) or default it
+# (`($ ?? 0) >= 500`, right for positive thresholds): a missing fact compares false, as
+# in the service.
 ZEN_TABLES: dict[str, list[dict[str, str]]] = {
     "browse_abandonment": [
         {
@@ -124,9 +127,7 @@ ZEN_TABLES: dict[str, list[dict[str, str]]] = {
             "rule": "premium_homepage",
             "event": '"Page Viewed"',
             "path": '"/"',
-            "total_spent": (
-                "($ != null and $ >= 500) or (rfm_monetary != null and rfm_monetary >= 5)"
-            ),
+            "total_spent": "($ ?? 0) >= 500 or (rfm_monetary ?? 0) >= 5",
         }
     ],
     "win_back": [
@@ -534,7 +535,7 @@ def main() -> None:
     def zen_decision_evaluate(m: Message) -> list[str]:
         return [row["rule"] for row in zen_decision.evaluate(m.flat)["result"]]
 
-    # Every way must fire the same rules as Engine.match, for every distinct event.
+    # Every way must fire the same set of rules as Engine.match, for every distinct event.
     ways: dict[str, Callable[[Message], list[str]]] = {
         "evaluator.evaluate": lambda m: [o.rule.rule.id for o in evaluate(m)],
         "durable-rules raw": raw,
@@ -544,18 +545,23 @@ def main() -> None:
     }
     agree: Counter[str] = Counter()
     fired: Counter[str] = Counter()
+    repeated: Counter[str] = Counter()  # rules Engine.match gave more than once for an event
     statuses: Counter[str] = Counter()
     disagreements = []
     for m in messages:
-        expected = sorted(match(m))
+        matched = match(m)
+        expected = set(matched)
         fired.update(expected or ["(none)"])
+        repeated.update(r for r in expected if matched.count(r) > 1)
         statuses.update(o.status for o in evaluate(m))
         for way, run in ways.items():
-            got = sorted(run(m))
-            if got == expected:
+            got = run(m)
+            if set(got) == expected:
                 agree[way] += 1
             else:
-                disagreements.append(f"{way} fired {got}, Engine.match {expected}: {m.flat}")
+                disagreements.append(
+                    f"{way} fired {sorted(got)}, Engine.match {sorted(matched)}: {m.flat}"
+                )
 
     triggers = Counter(m.trigger for m in messages)
     homepage = sum(1 for m in messages if m.flat.get("path") == "/")
@@ -574,9 +580,14 @@ def main() -> None:
     print(
         "rules fired per distinct event: " + ", ".join(f"{r} {c}" for r, c in sorted(fired.items()))
     )
+    if repeated:
+        print(
+            "Engine.match gave a rule twice (once per branch of its `any` that holds) for: "
+            + ", ".join(f"{r} {c} events" for r, c in sorted(repeated.items()))
+        )
     print("evaluator outcomes: " + ", ".join(f"{s} {c}" for s, c in sorted(statuses.items())))
     for way in ways:
-        print(f"same rules as Engine.match: {way} {agree[way]:,}/{len(messages):,}")
+        print(f"same rules as Engine.match: {way} {agree[way]:,}/{len(messages):,}", flush=True)
     if disagreements:
         raise SystemExit(
             f"{len(disagreements)} disagreements, for example:\n" + "\n".join(disagreements[:10])

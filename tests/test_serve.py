@@ -84,6 +84,17 @@ def test_serve_runs_api_worker_scheduler_on_embedded_postgres(tmp_path: Path) ->
         assert profile["orders_count"] == 1
         assert profile["spend"][0]["total_spent"] == "12.5"
 
+        # Then rules evaluate it: a first order schedules the welcome an hour later.
+        def decided() -> list | None:
+            got = httpx.get(
+                f"{base}/v1/rules/firings", params={"customer": "user_id:serve-1"}, headers=auth
+            )
+            return got.json()["items"] or None
+
+        (firing,) = support.wait_for(decided, timeout=30, interval=0.2)
+        assert firing["rule_id"] == "first_purchase_welcome"
+        assert firing["status"] == "scheduled"
+
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(timeout=60) == 0, log.read_text()[-3000:]
         _, alive = psutil.wait_procs(children, timeout=10)
