@@ -570,16 +570,12 @@ def main() -> None:
         f"{len(rulesets)} rule files, {EVALS:,} evaluations per measure "
         f"after {WARMUP:,} of warm-up, over {MESSAGES:,} distinct events"
     )
-    if os.environ.get("RUST_BACKTRACE"):
-        print(f"(RUST_BACKTRACE={os.environ['RUST_BACKTRACE']} is set)")
     print(
         "events: "
         + ", ".join(f"{name} {count}" for name, count in triggers.most_common())
         + f" ({homepage} of the homepage)"
     )
-    print(
-        "rules fired per distinct event: " + ", ".join(f"{r} {c}" for r, c in sorted(fired.items()))
-    )
+    print("events firing each rule: " + ", ".join(f"{r} {c}" for r, c in sorted(fired.items())))
     if repeated:
         print(
             "Engine.match gave a rule twice (once per branch of its `any` that holds) for: "

@@ -298,3 +298,19 @@ def test_the_decision_log_by_customer(
         == 404
     )
     assert client.get("/v1/rules/firings", headers=keys["ingest"]).status_code == 403
+
+
+def test_a_rejected_reload_shows_in_the_metrics(
+    client: TestClient, session: Session, keys, active: int, rules_dir: Path
+) -> None:
+    def metric(name: str) -> float:
+        body = client.get("/metrics").text
+        (line,) = [x for x in body.splitlines() if x.startswith(name + " ")]
+        return float(line.split()[1])
+
+    before = metric("personalize_rules_reload_rejected_total")
+    assert metric("personalize_rules_healthy") == 1
+    (rules_dir / "x.yaml").write_text("ruleset: x\n")
+    assert client.post("/v1/rules/reload", headers=keys["marketer"]).status_code == 422
+    assert metric("personalize_rules_reload_rejected_total") == before + 1
+    assert metric("personalize_rules_healthy") == 0

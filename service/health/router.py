@@ -6,11 +6,13 @@ from typing import Any
 import anyio
 import structlog
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
 
 from service.errors import problem_response, problem_responses
 from service.health import service
+from service.rules.metrics import RulesCollector
 from service.settings import get_settings
 
 router = APIRouter(tags=["health"])
@@ -73,3 +75,15 @@ async def readyz() -> Any:
         )
     workers = await anyio.to_thread.run_sync(service.live_workers)
     return JSONResponse(Readiness(status="ready", checks=checks, live_workers=workers).model_dump())
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, **problem_responses(500)},
+)
+def metrics() -> PlainTextResponse:
+    """Prometheus metrics (rules: rejected reloads, health, waiting rules)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RulesCollector())
+    return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -114,6 +114,17 @@ def rejected_count(session: Session) -> int:
     return count
 
 
+def metrics_snapshot(session: Session) -> Row[Any]:
+    """Rejected reloads, whether the newest change is active, and waiting rules."""
+    return session.execute(
+        text(
+            "SELECT (SELECT count(*) FROM rule_deployments WHERE status = 'rejected') AS rejected, "
+            "(SELECT status = 'active' FROM rule_deployments ORDER BY id DESC LIMIT 1) AS ok, "
+            "(SELECT count(*) FROM rule_firings WHERE status = 'scheduled') AS waiting"
+        )
+    ).one()
+
+
 # --- the outbox ------------------------------------------------------------------------------
 
 
