@@ -23,13 +23,13 @@ against every ruleset its trigger concerns.
 - durable-rules raw: the same compiled rulesets in a bare durable-rules Host, asserting
   and retracting pre-built messages; the floor the service's wrapper adds to.
 - zen-engine: the same rules written as JDM decision tables (ZEN_TABLES below) over a
-  flat context of the same facts and history values, evaluated with
+  flat context of the same facts and history values, built beforehand, evaluated with
   `ZenEngine.evaluate` as one table of all the rules, and as one table per rule file
   (evaluated for the files the trigger concerns); and the same combined graph through
   `ZenDecision.evaluate`, the call `create_decision` gives.
 
-Before timing, every distinct event is evaluated each way, and the run stops unless all
-of them fire the same rules as `Engine.match`.
+Before timing, every distinct event is evaluated each way, and the run stops unless each
+way fires the same set of rules as `Engine.match` for every one of them.
 """
 
 from __future__ import annotations
@@ -192,6 +192,7 @@ class Message:
     """One event to evaluate, with everything each measure needs made beforehand."""
 
     event: TriggerEvent
+    trigger: str
     profile: Profile
     answers: dict[Any, Any]  # what the store answers for this event
     tree: dict[str, Any]  # the facts, as rules see them
@@ -199,11 +200,6 @@ class Message:
     raw: list[tuple[str, dict[str, Any]]]  # durable ruleset, projected fact
     flat: dict[str, Any]  # zen's context
     zen_keys: list[str]  # zen decisions of the rule files concerned
-
-    @property
-    def trigger(self) -> str:
-        assert self.event.trigger_name is not None
-        return self.event.trigger_name
 
 
 class AnswerStore:
@@ -363,6 +359,7 @@ def make_messages(
         messages.append(
             Message(
                 event=event,
+                trigger=trigger,
                 profile=profile,
                 answers=answers,
                 tree=tree,
