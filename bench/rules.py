@@ -8,9 +8,10 @@ use). The events are BENCH_MESSAGES distinct ones (product views, adds to cart w
 cart, page views of the homepage and of other pages, orders) for profiles of every
 kind (new and repeat customers, big and small spenders, with and without RFM scores,
 with and without marketing consent), replayed in turn. Each measure runs BENCH_WARMUP
-evaluations first, then BENCH_EVALS timed one by one: evaluations/s over the whole
-loop, and the median and 99th percentile of one evaluation. An evaluation is one event
-against every ruleset its trigger concerns.
+evaluations first, then BENCH_EVALS timed one by one, in BENCH_ROUNDS (5) turns that
+alternate with the other measures' so that a noisy spell of the machine is shared:
+evaluations/s over the timed loops, and the median and 99th percentile of one
+evaluation. An evaluation is one event against every ruleset its trigger concerns.
 
 - `Engine.match` alone: the facts tree and the count/absence values are computed before
   the timed loop; each evaluation projects the facts and asserts and retracts one fact
@@ -60,6 +61,7 @@ from service.rules.schema import CountSpec
 
 EVALS = int(os.environ.get("BENCH_EVALS", "50000"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "5000"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "2000"))
 SEED = int(os.environ.get("BENCH_SEED", "1"))
 TARGET = 15_000  # evaluator.evaluate, evaluations/s on one core
@@ -346,9 +348,8 @@ def make_messages(
             for rule in candidates:
                 for window in rule.windows:
                     kind = "count" if isinstance(window.spec, CountSpec) else "absent"
-                    flat[FLAT_WINDOWS[(ruleset.name, kind, window.spec.within)]] = history[
-                        window.key
-                    ]
+                    field = FLAT_WINDOWS[(ruleset.name, kind, window.spec.within)]
+                    flat[field] = history[window.key]
         raw = []
         for ruleset, history in matches:
             fact = project(ruleset.keys, tree)
@@ -376,7 +377,7 @@ def check_coverage(rulesets: list[CompiledRuleset]) -> None:
     """The zen tables must say what the rule files say: same files, rules, facts, windows."""
     problems = []
     if sorted(ZEN_TABLES) != sorted(r.name for r in rulesets):
-        problems.append(f"zen tables for {sorted(ZEN_TABLES)}, rule files {rulesets}")
+        problems.append(f"zen tables {sorted(ZEN_TABLES)}, rule files {[r.name for r in rulesets]}")
     for ruleset in rulesets:
         rows = {row["rule"] for row in ZEN_TABLES.get(ruleset.name, [])}
         if rows != set(ruleset.rules):
@@ -443,28 +444,39 @@ class Figures:
     p99_us: float
 
 
-def measure(name: str, run: Callable[[Message], Any], messages: list[Message]) -> Figures:
+def measure(ways: dict[str, Callable[[Message], Any]], messages: list[Message]) -> list[Figures]:
+    """Each way: WARMUP evaluations, then EVALS timed one by one, in ROUNDS turns taken
+    in order, so that a slow spell of the machine falls on every way alike."""
     n = len(messages)
-    for i in range(WARMUP):
-        run(messages[i % n])
-    gc.collect()
-    took = [0] * EVALS
+    for run in ways.values():
+        for i in range(WARMUP):
+            run(messages[i % n])
+    took: dict[str, list[int]] = {name: [] for name in ways}
+    elapsed = dict.fromkeys(ways, 0)
     clock = time.perf_counter_ns
-    started = clock()
-    for i in range(EVALS):
-        message = messages[i % n]
-        t0 = clock()
-        run(message)
-        took[i] = clock() - t0
-    elapsed = clock() - started
-    took.sort()
-    figures = Figures(
-        name,
-        EVALS / elapsed * 1e9,
-        took[EVALS // 2] / 1000,
-        took[min(EVALS - 1, EVALS * 99 // 100)] / 1000,
-    )
-    print(f"  {name}: {figures.rate:,.0f}/s", flush=True)
+    for turn in range(ROUNDS):
+        start, stop = EVALS * turn // ROUNDS, EVALS * (turn + 1) // ROUNDS
+        for name, run in ways.items():
+            gc.collect()
+            times = took[name]
+            began = clock()
+            for i in range(start, stop):
+                message = messages[i % n]
+                t0 = clock()
+                run(message)
+                times.append(clock() - t0)
+            elapsed[name] += clock() - began
+    figures = []
+    for name, times in took.items():
+        times.sort()
+        figures.append(
+            Figures(
+                name,
+                len(times) / elapsed[name] * 1e9,
+                times[len(times) // 2] / 1000,
+                times[len(times) * 99 // 100] / 1000,
+            )
+        )
     return figures
 
 
@@ -489,7 +501,7 @@ def main() -> None:
     tables = {name: jdm(rows) for name, rows in ZEN_TABLES.items()}
     tables[ALL_RULES] = jdm([row for rows in ZEN_TABLES.values() for row in rows])
     zen_engine = zen.ZenEngine({"loader": {"type": "static", "content": tables}})
-    zen_decision = zen_engine.create_decision(tables[ALL_RULES])
+    zen_decision = zen_engine.create_decision(json.dumps(tables[ALL_RULES]))
     ids = itertools.count()
 
     def match(m: Message) -> list[str]:
@@ -586,15 +598,17 @@ def main() -> None:
             f"{len(disagreements)} disagreements, for example:\n" + "\n".join(disagreements[:10])
         )
 
-    print("measuring:")
-    results = [
-        measure("durable-rules raw (assert + retract)", raw, messages),
-        measure("Engine.match", match, messages),
-        measure("evaluator.evaluate (history precomputed)", evaluate, messages),
-        measure("zen-engine, one table (ZenEngine.evaluate)", zen_all, messages),
-        measure("zen-engine, a table per file", zen_per_file, messages),
-        measure("zen-engine, one table (ZenDecision.evaluate)", zen_decision_evaluate, messages),
-    ]
+    results = measure(
+        {
+            "durable-rules raw (assert + retract)": raw,
+            "Engine.match": match,
+            "evaluator.evaluate (history precomputed)": evaluate,
+            "zen-engine, one table (ZenEngine.evaluate)": zen_all,
+            "zen-engine, a table per file": zen_per_file,
+            "zen-engine, one table (ZenDecision.evaluate)": zen_decision_evaluate,
+        },
+        messages,
+    )
 
     baseline = results[0].rate
     print(f"\n{'measure':<48}{'evals/s':>10}{'p50 µs':>9}{'p99 µs':>9}{'vs raw':>8}")

@@ -361,3 +361,25 @@ def test_a_delay_acts_later_and_a_wait_is_cancelled_early() -> None:
     ok, wrong = _run(source)
     assert ok.passed, ok.failures
     assert wrong.failures == ["later acted at 2h, which the test does not expect"]
+
+
+def test_a_rule_whose_any_holds_twice_fires_once() -> None:
+    """durable-rules runs a rule's action once per branch of an `any` that holds."""
+    assert _matches(
+        "{any: [{profile.traits.n: {gt: 1}}, {profile.traits.tier: gold}]}",
+        {"n": 5, "tier": "gold"},
+    )
+    source = ruleset("""
+    rules:
+      - id: vip
+        trigger: {event: Page Viewed}
+        when: [{any: [{profile.total_spent: {gte: 500}}, {profile.rfm_monetary: 5}]}]
+        actions: [{content: {placement: hero, content: premium}}]
+    tests:
+      - name: both reasons hold
+        profile: {total_spent: 900, rfm_monetary: 5}
+        events: [{at: 0s, event: Page Viewed}]
+        expect: [{rule: vip}]
+    """)
+    (result,) = _run(source)
+    assert result.passed, result.failures

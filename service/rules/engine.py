@@ -275,7 +275,8 @@ class Engine:
             except durable.MessageNotHandledException:
                 return []
             self._host.retract_fact(ruleset.engine_name, message)
-            return list(self._host.fired)
+            # A rule's action runs once per branch of an `any` that holds: once is enough.
+            return list(dict.fromkeys(self._host.fired))
 
 
 def project(keys: dict[str, str], facts: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -33,6 +34,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 Scalar = str | int | float | bool
 
 
+@lru_cache(maxsize=1024)
 def parse_duration(text: str) -> timedelta:
     """'90s', '15m', '24h', '7d', '2w' → timedelta."""
     match = re.fullmatch(r"(\d+)\s*([smhdw])", text.strip())
