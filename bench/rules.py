@@ -54,7 +54,7 @@ import zen
 from durable import engine as durable
 
 from service.rules import evaluator
-from service.rules.engine import TRIGGER_KEY, CompiledRuleset, Engine, _Compiler, project
+from service.rules.engine import TRIGGER_KEY, CompiledRuleset, Engine, _Compiler, _Host, project
 from service.rules.facts import Profile, TriggerEvent, lookup
 from service.rules.loader import load_directory
 from service.rules.schema import CountSpec
@@ -399,21 +399,8 @@ def check_coverage(rulesets: list[CompiledRuleset]) -> None:
 # --- the raw durable-rules baseline -----------------------------------------------------------
 
 
-class RawHost(durable.Host):  # type: ignore[misc]
-    """A bare durable-rules Host: no dispatch threads; an action records its rule."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fired: list[str] = []
-
-    def _run(self) -> None:
-        pass
-
-    def get_action(self, action_name: str) -> Any:
-        def fired(_context: Any) -> None:
-            self.fired.append(action_name)
-
-        return fired
+# The service's own Host (no dispatch threads; an action records its rule), used bare.
+RawHost = _Host
 
 
 def raw_host(rulesets: list[CompiledRuleset]) -> tuple[RawHost, dict[str, str]]:
