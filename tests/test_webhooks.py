@@ -114,13 +114,13 @@ def _tampered(client: TestClient) -> object:
         ),
         pytest.param(
             lambda c: send.stripe(
-                c, fixture("stripe_checkout_session_completed.json"), at=int(time.time()) - 301
+                c, fixture("stripe_checkout_session_completed.json"), at=int(time.time()) - 330
             ),
             id="stripe-stale",
         ),
         pytest.param(
             lambda c: send.stripe(
-                c, fixture("stripe_checkout_session_completed.json"), at=int(time.time()) + 301
+                c, fixture("stripe_checkout_session_completed.json"), at=int(time.time()) + 330
             ),
             id="stripe-future",
         ),
