@@ -314,3 +314,36 @@ def test_a_rejected_reload_shows_in_the_metrics(
     assert client.post("/v1/rules/reload", headers=keys["marketer"]).status_code == 422
     assert metric("personalize_rules_reload_rejected_total") == before + 1
     assert metric("personalize_rules_healthy") == 0
+
+
+def test_reloading_unchanged_bad_files_is_still_rejected(
+    client: TestClient, session: Session, keys, active: int, rules_dir: Path
+) -> None:
+    (rules_dir / "x.yaml").write_text("ruleset: x\n")
+    first = client.post("/v1/rules/reload", headers=keys["marketer"])
+    again = client.post("/v1/rules/reload", headers=keys["marketer"])
+    assert first.status_code == again.status_code == 422
+    assert again.json()["rule_errors"] == first.json()["rule_errors"]
+    assert again.json()["deployment_id"] == first.json()["deployment_id"]  # not recorded twice
+
+
+def test_simulate_replays_stored_events_and_writes_nothing(
+    client: TestClient, session: Session, keys, active: int, rules_dir: Path
+) -> None:
+    from service.rules import simulate
+    from service.rules.loader import load_directory
+
+    order = track("Order Completed", user="sim1", order_id="o1", timestamp=at(-timedelta(hours=3)))
+    send(client, keys, consent("sim1"), order, add_to_cart("sim1", when=-timedelta(hours=2)))
+    resolve_all()
+    welcome = rules_dir / "first_purchase.yaml"
+    welcome.write_text(welcome.read_text().replace("    priority: 1\n", "    enabled: false\n", 1))
+    candidate = [rules.RUNTIME.engine.compile(r) for r in load_directory(rules_dir)]
+    current = rules.RUNTIME.active(session).rulesets
+    window = {"since": NOW - timedelta(days=1), "until": NOW + timedelta(days=2)}
+    new = simulate.replay(session, engine=rules.RUNTIME.engine, rulesets=candidate, **window)
+    old = simulate.replay(session, engine=rules.RUNTIME.engine, rulesets=current, **window)
+    assert new.events == old.events == 2  # the identify happened before `since`
+    assert set(old.acted) == {"first_purchase_welcome", "cart_abandoned"}
+    assert set(new.acted) == {"cart_abandoned"}
+    assert firings(session) == []

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import or_, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
-from service.db import json_document
+from service.db import advisory_xact_locks, json_document
 from service.events.models import Event
 from service.profiles.identity import IdentityKey, is_strong
 from service.profiles.models import (
@@ -32,15 +32,7 @@ def lock_keys(session: Session, keys: Iterable[IdentityKey]) -> None:
 
     Locks are taken in one sorted pass, so two batches sharing keys cannot deadlock.
     """
-    names = sorted({f"{k.kind}:{k.value}" for k in keys})
-    if names:
-        session.execute(
-            text(
-                "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(n, 0) "
-                "AS h FROM unnest(CAST(:names AS text[])) AS n ORDER BY h) AS locks"
-            ),
-            {"names": names},
-        )
+    advisory_xact_locks(session, (f"{k.kind}:{k.value}" for k in keys))
 
 
 def owners(session: Session, keys: Iterable[IdentityKey]) -> dict[tuple[str, str], uuid.UUID]:

@@ -6,7 +6,7 @@ in-memory one for the rule files' own tests), so both run the same code.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -59,7 +59,6 @@ class Outcome:
     facts: dict[str, Any]
     actions: list[dict[str, Any]]
     reason: str | None = None
-    broken_by: list[str] = field(default_factory=list)
 
     @property
     def group(self) -> str | None:
@@ -148,7 +147,6 @@ def recheck(
     )
     if not fired:
         outcome.status = "cancelled"
-        outcome.broken_by = broken
         outcome.reason = "; ".join(broken) or "its conditions no longer hold"
         return outcome
     if event.occurred_at + rule.wait > now:

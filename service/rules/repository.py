@@ -12,9 +12,9 @@ from sqlalchemy import Row, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from service.db import json_document
+from service.db import advisory_xact_locks, json_document
 from service.events.models import Event
-from service.rules.facts import Profile, stored_filter
+from service.rules.facts import Profile, stored_filter, trigger_name
 from service.rules.models import RuleDeployment, RuleFiring, RulesetVersion
 
 # --- versions and deployments ---------------------------------------------------------------
@@ -55,7 +55,7 @@ def get_version(session: Session, version_id: int) -> RulesetVersion | None:
 
 def lock_deployments(session: Session) -> None:
     """Serialise changes to the active rules (several API processes watch `rules/`)."""
-    session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended('rule_deployments', 0))"))
+    advisory_xact_locks(session, ["rule_deployments"])
 
 
 def active_deployment_id(session: Session) -> int | None:
@@ -155,15 +155,7 @@ def get_event(session: Session, event_id: int) -> Event | None:
 
 def lock_customers(session: Session, customers: Iterable[uuid.UUID]) -> None:
     """Limits are read then written: one evaluation per customer at a time."""
-    keys = sorted({f"rules:{c}" for c in customers})
-    if keys:
-        session.execute(
-            text(
-                "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) "
-                "AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY h) AS locks"
-            ),
-            {"keys": keys},
-        )
+    advisory_xact_locks(session, (f"rules:{c}" for c in customers))
 
 
 # --- facts -----------------------------------------------------------------------------------
@@ -262,8 +254,9 @@ class PgStore:
         until: datetime,
         same: dict[str, Any] | None,
     ) -> tuple[str, datetime] | None:
-        tracks = [n for n in events if stored_filter(n)[0] == "track"]
-        types = [stored_filter(n)[0] for n in events if stored_filter(n)[0] != "track"]
+        stored = [stored_filter(n) for n in events]
+        tracks = [name for type_, name in stored if type_ == "track"]
+        types = [type_ for type_, _ in stored if type_ != "track"]
         row = self.session.execute(
             text(
                 "SELECT type, name, occurred_at FROM events WHERE customer_id = :customer "  # noqa: S608 (constant text)
@@ -283,8 +276,7 @@ class PgStore:
         ).first()
         if row is None:
             return None
-        special = {"page": "Page Viewed", "screen": "Screen Viewed", "identify": "Identify"}
-        return special.get(row.type, row.name), row.occurred_at
+        return trigger_name(row.type, row.name) or row.type, row.occurred_at
 
     def group_acted(
         self, *, customer: uuid.UUID, group: str, since: datetime, exclude: int | None

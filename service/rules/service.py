@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -96,8 +95,12 @@ def reload(session: Session, *, directory: Path, origin: str) -> ReloadResult:
     repository.lock_deployments(session)
     digest = files_hash(directory)
     last = repository.latest_deployment(session, from_files=True)
-    if last is not None and last.files_hash == digest and repository.active_deployment_id(session):
-        return ReloadResult("unchanged", repository.active_deployment_id(session), last.errors)
+    active_id = repository.active_deployment_id(session)
+    if last is not None and last.files_hash == digest:
+        if last.status == "rejected":  # the same files again: the same errors, recorded once
+            return ReloadResult("rejected", last.id, last.errors)
+        if active_id is not None:
+            return ReloadResult("unchanged", active_id, [])
     try:
         loaded = loader.load_directory(directory)
     except RulesInvalid as exc:
@@ -349,10 +352,3 @@ def _finish(firing: RuleFiring, *, status: str, reason: str | None, now: datetim
     firing.status = status
     firing.reason = reason
     firing.decided_at = now
-
-
-def customer_uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None

@@ -8,6 +8,7 @@ from the stored events, so they are exact.
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -68,7 +69,7 @@ def replay(
     store = _SimStore(repository.PgStore(session))
     acted: dict[str, set[uuid.UUID]] = defaultdict(set)
     waiting: list[tuple[datetime, int, Any, CompiledRuleset, str]] = []
-    keys = iter(range(1, 1 << 62))
+    keys = itertools.count(1)
     events = session.scalars(
         select(Event)
         .where(
