@@ -15,14 +15,16 @@ evaluation. An evaluation is one event against every ruleset its trigger concern
 
 - `Engine.match` alone: the facts tree and the count/absence values are computed before
   the timed loop; each evaluation projects the facts and asserts and retracts one fact
-  per ruleset, as the evaluator does.
+  per ruleset, as the evaluator does, calling the C engine directly (orjson-encoded
+  facts, queued actions taken without durable-rules' Python closures).
 - `evaluator.evaluate` end to end: the facts tree, history values, matching,
   arbitration (priority and cooldown groups) and action rendering. Its store answers
   count, first_of and group_acted from values precomputed per event, in O(1): the
   database is not measured here, its history queries come on top of this figure.
   The target is 15,000 evaluations/s on one core.
 - durable-rules raw: the same compiled rulesets in a bare durable-rules Host, asserting
-  and retracting pre-built messages; the floor the service's wrapper adds to.
+  and retracting pre-built messages through its documented Python API (each action a
+  Python callback): the library as an application would use it.
 - zen-engine: the same rules written as JDM decision tables (ZEN_TABLES below) over a
   flat context of the same facts and history values, built beforehand, evaluated with
   `ZenEngine.evaluate` as one table of all the rules, and as one table per rule file
@@ -399,8 +401,19 @@ def check_coverage(rulesets: list[CompiledRuleset]) -> None:
 # --- the raw durable-rules baseline -----------------------------------------------------------
 
 
-# The service's own Host (no dispatch threads; an action records its rule), used bare.
-RawHost = _Host
+class RawHost(_Host):
+    """The service's own Host (no dispatch threads), used through durable-rules' Python
+    API: each action runs as a Python callback that records its rule."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fired: list[str] = []
+
+    def get_action(self, action_name: str) -> Any:
+        def fired(_context: Any) -> None:
+            self.fired.append(action_name)
+
+        return fired
 
 
 def raw_host(rulesets: list[CompiledRuleset]) -> tuple[RawHost, dict[str, str]]:
