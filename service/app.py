@@ -12,6 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from service import errors
+from service.actions.router import router as actions_router
 from service.auth.router import router as auth_router
 from service.events.router import router as events_router
 from service.events.schemas import ApiEvent, EventsBatch
@@ -80,6 +81,7 @@ def create_app() -> FastAPI:
     app.include_router(tracking_router)
     app.include_router(profiles_router)
     app.include_router(rules_router)
+    app.include_router(actions_router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -111,9 +111,27 @@ def scheduler() -> None:
 
 
 @main.command()
+def timers() -> None:
+    """Run waiting rules and scheduled actions at their due time (several may run)."""
+    _database()
+    import threading
+
+    from service.actions import timers as timers_loop
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    timers_loop.run(stop=stop)
+
+
+@main.command()
 def serve() -> None:
-    """Run everything: database (embedded if DATABASE_URL is unset), migrations, API, worker
-    and scheduler. Stops all of them on Ctrl-C or SIGTERM."""
+    """Run everything: database (embedded if DATABASE_URL is unset), migrations, API, worker,
+    scheduler and timers. Stops all of them on Ctrl-C or SIGTERM."""
     _database()  # started here, so the children share one server and this process owns it
     from service.db import upgrade
 
@@ -125,7 +143,7 @@ def serve() -> None:
         name: subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "service.cli", name], start_new_session=True
         )
-        for name in ("api", "worker", "scheduler")
+        for name in ("api", "worker", "scheduler", "timers")
     }
     stopping = False
 
@@ -233,9 +251,11 @@ def openapi(output: Path | None, fmt: str) -> None:
 
 
 def _register() -> None:
+    from service.actions.cli import actions
     from service.rules.cli import rules
 
     main.add_command(rules)
+    main.add_command(actions)
 
 
 _register()

@@ -1,5 +1,6 @@
 """Imports every domain's models so `Base.metadata` is complete (for Alembic)."""
 
+from service.actions import models as actions_models
 from service.auth import models as auth_models
 from service.db import Base
 from service.events import models as events_models
@@ -10,6 +11,7 @@ from service.segments import models as segments_models
 
 __all__ = [
     "Base",
+    "actions_models",
     "auth_models",
     "events_models",
     "health_models",

@@ -6,8 +6,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field, HttpUrl
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Destination(BaseModel):
+    url: HttpUrl
+    secret: str = Field(min_length=1)
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
 
 
 class Settings(BaseSettings):
@@ -85,12 +91,46 @@ class Settings(BaseSettings):
     # An event older than this when rules evaluate it triggers nothing (a late delivery
     # of an old cart must not send today's reminder).
     rules_max_event_age_s: int = Field(default=86_400, ge=1)
-    # How often the scheduler looks for waiting rules that are due.
-    rules_due_sweep_s: float = Field(default=1.0, gt=0)
     # Consent per purpose when the profile says nothing (`traits.consent.<purpose>`).
     consent_defaults: dict[str, bool] = Field(default_factory=lambda: {"marketing": False})
     # The currency of `profile.total_spent` in rules (amounts are never converted).
     shop_currency: str = Field(default="USD", min_length=3, max_length=3)
+
+    # Actions. The timers process (`personalize timers`) wakes at least this often to
+    # decide waiting rules that are due and hand ready actions to workers.
+    timers_poll_s: float = Field(default=0.2, gt=0)
+    # A worker holds an action this long while delivering it; a worker that died
+    # mid-delivery leaves it to be taken again after that.
+    action_lease_s: float = Field(default=60.0, gt=0)
+    # An action handed to the broker but not taken within this long is handed again.
+    action_reenqueue_s: float = Field(default=30.0, gt=0)
+    # Delivery attempts before an action is `dead`, and the exponential backoff between
+    # them (full jitter; a 429's Retry-After is honoured up to the cap).
+    action_max_attempts: int = Field(default=8, ge=1)
+    action_retry_base_s: float = Field(default=2.0, gt=0)
+    action_retry_max_s: float = Field(default=3600.0, gt=0)
+    # Outgoing webhooks by name (a rule's `webhook.destination`, an offer's
+    # `destination`), as JSON: {"crm": {"url": "https://…", "secret": "whsec_…",
+    # "timeout_s": 5}}. Bodies are signed with the Standard Webhooks scheme.
+    action_destinations: dict[str, Destination] = Field(default_factory=dict)
+    # Email over SMTP. Templates are `<name>.yaml` files (subject, text) under
+    # EMAIL_TEMPLATES_DIR.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_s: float = Field(default=10.0, gt=0)
+    email_from: str = "offers@example.com"
+    email_templates_dir: Path = Path("rules/templates")
+    # At most this many actions per channel per customer in any 24 hours.
+    frequency_caps: dict[str, int] = Field(default_factory=lambda: {"email": 1})
+    # No email between these local times (the customer's `traits.timezone`, else
+    # DEFAULT_TIMEZONE): it waits for the morning. Empty: no quiet hours.
+    quiet_hours: str = Field(default="21:00-08:00", pattern=r"^$|^\d{2}:\d{2}-\d{2}:\d{2}$")
+    default_timezone: str = "UTC"
+    # Offers without `expires_in`, and content set by a rule, are kept this long.
+    inbox_default_ttl_s: int = Field(default=7 * 86_400, ge=1)
 
     # Environment name, shown in logs.
     environment: str = "development"

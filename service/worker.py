@@ -33,6 +33,7 @@ TASK_MODULES = [
     "service.health.tasks",
     "service.profiles.tasks",
     "service.rules.tasks",
+    "service.actions.tasks",
 ]
 
 
@@ -75,15 +76,11 @@ def make_celery() -> Celery:
                 "task": "service.events.tasks.resolve_pending",
                 "schedule": timedelta(seconds=settings.resolve_sweep_s),
             },
-            # Rules: the sweep behind the nudge sent when events are resolved, and the
-            # re-check of waiting rules when they are due.
+            # Rules: the sweep behind the nudge sent when events are resolved. (Waiting
+            # rules and actions are run at their due time by `personalize timers`.)
             "evaluate-events": {
                 "task": "service.rules.tasks.evaluate_pending",
                 "schedule": timedelta(seconds=settings.resolve_sweep_s),
-            },
-            "rules-due": {
-                "task": "service.rules.tasks.run_due",
-                "schedule": timedelta(seconds=settings.rules_due_sweep_s),
             },
             "rfm": {
                 "task": "service.profiles.tasks.recompute_rfm",

@@ -224,11 +224,22 @@ Params = dict[str, Scalar | list[Scalar]]
 
 
 class OfferSpec(_Strict):
+    """An offer for the customer, kept in their offers inbox until it expires, and sent
+    by email (`template` names a file in the email templates), to an outgoing webhook
+    (`destination`), or only kept (`inbox`)."""
+
     channel: Literal["email", "webhook", "inbox"]
     offer: Annotated[str, Field(min_length=1, max_length=64)]
-    template: str | None = None
+    template: Annotated[str, Field(pattern=IDENTIFIER)] | None = None
+    destination: Annotated[str, Field(pattern=IDENTIFIER)] | None = None
     expires_in: Duration | None = None
     params: Params = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _destination(self) -> OfferSpec:
+        if (self.channel == "webhook") != (self.destination is not None):
+            raise ValueError("give a destination for channel webhook, and only for it")
+        return self
 
 
 class ContentSpec(_Strict):

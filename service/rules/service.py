@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from sqlalchemy.orm import Session
 
+from service.actions import service as actions
 from service.rules import evaluator, loader, repository
 from service.rules.engine import CompiledRuleset, Engine
 from service.rules.evaluator import Outcome
@@ -28,7 +29,6 @@ from service.settings import get_settings
 log = structlog.get_logger(__name__)
 
 EVALUATE_TASK = "service.rules.tasks.evaluate_pending"
-DUE_TASK = "service.rules.tasks.run_due"
 
 
 @dataclass(frozen=True)
@@ -265,6 +265,17 @@ def _record(
         due_at=outcome.due_at,
         decided_at=now if outcome.status != "scheduled" else None,
     )
+    if firing is not None and outcome.status == "fired":
+        actions.create_for_firing(
+            session,
+            firing_id=firing,
+            customer_id=trigger.customer_id,
+            event_id=trigger.id,
+            version_id=active.version_ids[outcome.ruleset.name],
+            rule_id=outcome.rule.rule.id,
+            actions=outcome.actions,
+            now=now,
+        )
     if firing is not None:
         log.info(
             "rule_matched",
@@ -345,6 +356,17 @@ def _decide(
     firing.facts = {**firing.facts, "at_due": outcome.facts}
     firing.actions = outcome.actions
     _finish(firing, status=outcome.status, reason=outcome.reason, now=now)
+    if firing.status == "fired":
+        actions.create_for_firing(
+            session,
+            firing_id=firing.id,
+            customer_id=firing.customer_id,
+            event_id=firing.event_id,
+            version_id=firing.version_id,
+            rule_id=firing.rule_id,
+            actions=firing.actions,
+            now=now,
+        )
     log.info("rule_decided", firing_id=firing.id, rule=firing.rule_id, status=firing.status)
 
 

@@ -34,9 +34,3 @@ def _drain(step: Callable[..., int], name: str) -> int:
 def evaluate_pending() -> int:
     """Evaluate resolved events against the active rules (the events outbox)."""
     return _drain(service.evaluate_pending, "events_evaluated")
-
-
-@get_celery().task(name=service.DUE_TASK, acks_late=True, ignore_result=True)
-def run_due() -> int:
-    """Re-check waiting rules whose due time has come."""
-    return _drain(service.run_due, "waiting_rules_decided")

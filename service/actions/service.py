@@ -1,0 +1,423 @@
+"""Actions from fired rules, dispatched exactly once in effect.
+
+A fired rule's actions become rows in `actions` in the same transaction as the firing.
+The timers process hands due rows to Celery; a worker `claim`s one (row lock, status
+check: the idempotency check before any side effect), delivers it outside the
+transaction, and `finish`es it. A worker that dies mid-delivery leaves the row
+`sending` until its lease ends; it is then delivered again with the same key, which
+receivers use to drop the repeat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+import structlog
+from sqlalchemy.orm import Session
+
+from service import crypto
+from service.actions import channels, repository
+from service.actions.models import Action
+from service.rules.schema import parse_duration
+from service.settings import Destination, Settings, get_settings
+from service.worker import nudge_after_commit
+
+log = structlog.get_logger(__name__)
+
+DISPATCH_TASK = "service.actions.tasks.dispatch"
+HAND_OVER_TASK = "service.actions.tasks.hand_over"
+DB_CHANNELS = frozenset({"inbox", "content", "segment"})  # done in the claiming transaction
+
+
+def idempotency_key(
+    *, customer: uuid.UUID, version_id: int, event_id: int, rule_id: str, ordinal: int
+) -> str:
+    raw = f"{customer}:{version_id}:{event_id}:{rule_id}:{ordinal}".encode()
+    return "act_" + hashlib.sha256(raw).hexdigest()[:40]
+
+
+def create_for_firing(
+    session: Session,
+    *,
+    firing_id: int,
+    customer_id: uuid.UUID,
+    event_id: int,
+    version_id: int,
+    rule_id: str,
+    actions: list[dict[str, Any]],
+    now: datetime,
+) -> list[int]:
+    """Rows for a fired rule's rendered actions, due now; workers are nudged after the
+    commit (and the timers process finds them anyway)."""
+    ttl = timedelta(seconds=get_settings().inbox_default_ttl_s)
+    rows = []
+    for ordinal, action in enumerate(actions):
+        payload = dict(action)
+        kind = payload["type"]
+        if kind in ("offer", "content"):
+            span = parse_duration(payload["expires_in"]) if payload.get("expires_in") else ttl
+            payload["expires_at"] = (now + span).isoformat()
+        rows.append(
+            {
+                "key": idempotency_key(
+                    customer=customer_id,
+                    version_id=version_id,
+                    event_id=event_id,
+                    rule_id=rule_id,
+                    ordinal=ordinal,
+                ),
+                "firing_id": firing_id,
+                "ordinal": ordinal,
+                "customer_id": customer_id,
+                "channel": payload["channel"] if kind == "offer" else kind,
+                "purpose": "marketing" if kind == "offer" else None,
+                "payload": payload,
+                "status": "pending",
+                "next_attempt_at": now,
+            }
+        )
+    ids = repository.insert_actions(session, rows)
+    if ids:
+        nudge_after_commit(session, HAND_OVER_TASK)
+    return ids
+
+
+def hand_over(session: Session, *, now: datetime, limit: int = 500) -> list[int]:
+    """Due actions to send to workers (the caller sends them after the commit)."""
+    settings = get_settings()
+    handed_before = now - timedelta(seconds=settings.action_reenqueue_s)
+    return repository.take_ready(session, now=now, handed_before=handed_before, limit=limit)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a worker needs to deliver an action outside the database transaction."""
+
+    action_id: int
+    key: str
+    attempt: int
+    channel: str
+    started_at: datetime
+    destination: Destination | None = None
+    body: bytes = b""
+    to: str | None = None
+    subject: str = ""
+    text: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def claim(session: Session, *, action_id: int, now: datetime) -> Delivery | None:
+    """Take a due action for delivery, or settle it here: cancelled (no consent, offer
+    expired, frequency cap, no address), deferred (quiet hours), dead (configuration),
+    or done at once (inbox, content, segment). None when there is nothing to deliver,
+    including when another worker holds it or it is already done."""
+    action = repository.lock(session, action_id, wait=False)
+    if action is None or action.status not in ("pending", "sending"):
+        return None
+    if action.next_attempt_at > now:
+        return None  # a retry's backoff, quiet hours, or a live lease: not yet
+    settings = get_settings()
+    if action.status == "sending":  # its worker died or hung past the lease
+        repository.add_attempt(
+            session,
+            action_id=action.id,
+            attempt=action.attempts,
+            started_at=action.next_attempt_at - timedelta(seconds=settings.action_lease_s),
+            finished_at=now,
+            outcome="lost",
+            detail="the worker did not finish within its lease",
+        )
+        if action.attempts >= settings.action_max_attempts:
+            _settle(
+                session, action, status="dead", reason="lease lost on the last attempt", now=now
+            )
+            return None
+    traits = repository.traits(session, action.customer_id)
+    reason = _blocked(action, traits, settings, now=now)
+    if reason:
+        _settle(session, action, status="cancelled", reason=reason, now=now)
+        return None
+    if action.channel == "email":
+        morning = _quiet_until(traits, settings, now=now)
+        if morning is not None:
+            action.next_attempt_at, action.enqueued_at = morning, None
+            action.reason = f"quiet hours: deferred to {morning.isoformat()}"
+            return None
+        cap = settings.frequency_caps.get("email")
+        if cap is not None and _over_cap(session, action, cap, now=now):
+            _settle(
+                session,
+                action,
+                status="cancelled",
+                reason=f"frequency cap: {cap} email per 24 h",
+                now=now,
+            )
+            return None
+    if action.channel in DB_CHANNELS:
+        _apply(session, action, now=now)
+        _settle(session, action, status="sent", reason=None, now=now, attempt_detail="stored")
+        return None
+    try:
+        delivery = _prepare(session, action, settings, now=now)
+    except _Unsendable as exc:
+        _settle(session, action, status=exc.status, reason=str(exc), now=now)
+        return None
+    action.status = "sending"
+    action.attempts += 1
+    action.next_attempt_at = now + timedelta(seconds=settings.action_lease_s)  # the lease
+    return delivery
+
+
+def finish(session: Session, *, delivery: Delivery, result: channels.Result, now: datetime) -> str:
+    """Record how a delivery ended; returns the action's status. A delivery whose lease
+    another worker has since taken over changes nothing."""
+    action = repository.lock(session, delivery.action_id, wait=True)
+    if action is None or action.status != "sending" or action.attempts != delivery.attempt:
+        return action.status if action else "missing"
+    settings = get_settings()
+    outcome = result.outcome
+    if outcome == "retry" and action.attempts >= settings.action_max_attempts:
+        outcome = "failed"
+    repository.add_attempt(
+        session,
+        action_id=action.id,
+        attempt=delivery.attempt,
+        started_at=delivery.started_at,
+        finished_at=now,
+        outcome={"sent": "sent", "retry": "retry", "failed": "dead"}[outcome],
+        detail=result.detail,
+    )
+    if outcome == "sent":
+        if action.payload["type"] == "offer":
+            _apply(session, action, now=now)
+        action.status, action.finished_at, action.last_error = "sent", now, None
+    elif outcome == "retry":
+        action.status, action.last_error, action.enqueued_at = "pending", result.detail, None
+        action.next_attempt_at = now + timedelta(
+            seconds=_backoff(action.attempts, result, settings)
+        )
+    else:
+        action.status, action.finished_at, action.last_error = "dead", now, result.detail
+    log.info(
+        "action_delivered",
+        action_id=action.id,
+        channel=action.channel,
+        attempt=delivery.attempt,
+        status=action.status,
+        detail=result.detail,
+    )
+    return action.status
+
+
+def retry_dead(session: Session, *, action_id: int, now: datetime) -> Action | None:
+    """Give a dead action a new set of attempts; None if it is not dead."""
+    action = repository.lock(session, action_id, wait=True)
+    if action is None or action.status != "dead":
+        return None
+    action.status, action.attempts, action.next_attempt_at = "pending", 0, now
+    action.enqueued_at = action.finished_at = None
+    action.reason = f"retried at {now.isoformat()} after: {action.last_error}"
+    nudge_after_commit(session, HAND_OVER_TASK)
+    return action
+
+
+# --- checks ---------------------------------------------------------------------------
+
+
+def _blocked(
+    action: Action, traits: dict[str, Any], settings: Settings, *, now: datetime
+) -> str | None:
+    if action.purpose:
+        consent = traits.get("consent")
+        given = consent.get(action.purpose) if isinstance(consent, dict) else None
+        if not isinstance(given, bool):
+            given = settings.consent_defaults.get(action.purpose, False)
+        if not given:
+            return f"no consent for {action.purpose}"
+    expires = action.payload.get("expires_at")
+    if expires and datetime.fromisoformat(expires) <= now:
+        return f"expired at {expires} before it was delivered"
+    return None
+
+
+def _quiet_until(traits: dict[str, Any], settings: Settings, *, now: datetime) -> datetime | None:
+    """The end of quiet hours in the customer's timezone, if `now` is within them."""
+    if not settings.quiet_hours:
+        return None
+    start, end = (time.fromisoformat(p) for p in settings.quiet_hours.split("-"))
+    zone = _zone(traits.get("timezone")) or _zone(settings.default_timezone) or UTC
+    local = now.astimezone(zone)
+    t = local.time().replace(tzinfo=None)
+    quiet = (start <= t or t < end) if start > end else (start <= t < end)
+    if not quiet:
+        return None
+    morning = datetime.combine(local.date(), end, tzinfo=zone)
+    if morning <= local:
+        morning = datetime.combine(local.date() + timedelta(days=1), end, tzinfo=zone)
+    return morning.astimezone(UTC)
+
+
+def _zone(name: Any) -> ZoneInfo | None:
+    if not isinstance(name, str) or not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def _over_cap(session: Session, action: Action, cap: int, *, now: datetime) -> bool:
+    # Serialise the check per customer and channel: two workers must not both pass it.
+    from service.db import advisory_xact_locks
+
+    advisory_xact_locks(session, [f"cap:{action.customer_id}:{action.channel}"])
+    sent = repository.recent_on_channel(
+        session,
+        customer=action.customer_id,
+        channel=action.channel,
+        since=now - timedelta(days=1),
+        exclude=action.id,
+    )
+    return sent >= cap
+
+
+def _backoff(attempt: int, result: channels.Result, settings: Settings) -> float:
+    """Exponential with full jitter; a receiver's Retry-After is a floor."""
+    ceiling = min(settings.action_retry_max_s, settings.action_retry_base_s * 2 ** (attempt - 1))
+    delay = random.uniform(0, ceiling)
+    if result.retry_after_s is not None:
+        delay = max(delay, min(result.retry_after_s, settings.action_retry_max_s))
+    return delay
+
+
+# --- effects --------------------------------------------------------------------------
+
+
+class _Unsendable(Exception):
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _prepare(session: Session, action: Action, settings: Settings, *, now: datetime) -> Delivery:
+    firing = repository.firing(session, action.firing_id)
+    assert firing is not None
+    attempt = action.attempts + 1
+    payload = action.payload
+    if action.channel == "webhook":
+        name = payload.get("destination")
+        destination = settings.action_destinations.get(name or "")
+        if destination is None:
+            raise _Unsendable("dead", f"no destination named {name!r} in ACTION_DESTINATIONS")
+        body = orjson.dumps(
+            {
+                "type": f"action.{payload['type']}",
+                "timestamp": now,
+                "data": {
+                    "id": action.key,
+                    "customer_id": action.customer_id,
+                    "rule": {
+                        "ruleset": firing.ruleset,
+                        "id": firing.rule_id,
+                        "version": firing.rule_version,
+                    },
+                    "event_id": firing.event_id,
+                    "action": payload,
+                },
+            }
+        )
+        return Delivery(
+            action.id, action.key, attempt, "webhook", now, destination=destination, body=body
+        )
+    if action.channel == "email":
+        token = repository.email_token(session, action.customer_id)
+        if token is None:
+            raise _Unsendable("cancelled", "no email address on the profile")
+        name = payload.get("template") or payload["offer"]
+        try:
+            template = channels.load_template(settings.email_templates_dir, name)
+            traits = repository.traits(session, action.customer_id)
+            context = {
+                "offer": payload,
+                "params": payload.get("params", {}),
+                "profile": {"traits": traits},
+            }
+            subject, text = channels.render_email(template, context)
+        except channels.TemplateProblem as exc:
+            raise _Unsendable("dead", str(exc)) from exc
+        return Delivery(
+            action.id,
+            action.key,
+            attempt,
+            "email",
+            now,
+            to=crypto.decrypt(token),
+            subject=subject,
+            text=text,
+        )
+    raise _Unsendable("dead", f"unknown channel {action.channel}")
+
+
+def _apply(session: Session, action: Action, *, now: datetime) -> None:
+    """The database side of an action: the inbox entry, or the segment change."""
+    payload = action.payload
+    kind = payload["type"]
+    if kind in ("offer", "content"):
+        repository.put_in_inbox(
+            session,
+            action_id=action.id,
+            customer_id=action.customer_id,
+            kind=kind,
+            name=payload["offer"] if kind == "offer" else payload["content"],
+            placement=payload.get("placement"),
+            params=payload.get("params", {}),
+            expires_at=datetime.fromisoformat(payload["expires_at"]),
+        )
+    elif kind == "segment":
+        firing = repository.firing(session, action.firing_id)
+        by = f"rule:{firing.rule_id}" if firing else "rule"
+        if payload.get("add"):
+            repository.add_to_segment(
+                session, customer=action.customer_id, segment=payload["add"], by=by
+            )
+        else:
+            repository.remove_from_segment(
+                session, customer=action.customer_id, segment=payload["remove"]
+            )
+
+
+def _settle(
+    session: Session,
+    action: Action,
+    *,
+    status: str,
+    reason: str | None,
+    now: datetime,
+    attempt_detail: str | None = None,
+) -> None:
+    action.status, action.finished_at = status, now
+    if status == "dead":
+        action.last_error = reason
+    else:
+        action.reason = reason
+    if status == "sent":
+        action.attempts += 1
+        repository.add_attempt(
+            session,
+            action_id=action.id,
+            attempt=action.attempts,
+            started_at=now,
+            finished_at=now,
+            outcome="sent",
+            detail=attempt_detail,
+        )
+    log.info(
+        "action_settled", action_id=action.id, channel=action.channel, status=status, reason=reason
+    )

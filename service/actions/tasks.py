@@ -1,0 +1,72 @@
+"""Workers deliver actions; the timers process (and a nudge after each commit that
+creates actions) hands them over."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import structlog
+
+from service import db
+from service.actions import channels, service
+from service.settings import get_settings
+from service.worker import get_celery
+
+log = structlog.get_logger(__name__)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@get_celery().task(name=service.DISPATCH_TASK, acks_late=True, ignore_result=True)
+def dispatch(action_id: int) -> str | None:
+    """Deliver one action. Two transactions around the network call, so no row lock
+    is held while a receiver is slow; the claim is the idempotency check."""
+    with db.transaction() as session:
+        delivery = service.claim(session, action_id=action_id, now=_now())
+    if delivery is None:
+        return None
+    result = deliver(delivery)
+    with db.transaction() as session:
+        return service.finish(session, delivery=delivery, result=result, now=_now())
+
+
+def deliver(delivery: service.Delivery) -> channels.Result:
+    if delivery.channel == "webhook":
+        assert delivery.destination is not None
+        return channels.post_webhook(
+            destination=delivery.destination, key=delivery.key, body=delivery.body
+        )
+    assert delivery.to is not None
+    return channels.send_email(
+        settings=get_settings(),
+        to=delivery.to,
+        subject=delivery.subject,
+        text=delivery.text,
+        key=delivery.key,
+    )
+
+
+@get_celery().task(name=service.HAND_OVER_TASK, acks_late=True, ignore_result=True)
+def hand_over() -> int:
+    """Send due actions to workers (also done by the timers process)."""
+    return send_ready()
+
+
+def send_ready() -> int:
+    """Hand every due action to the broker, a committed batch at a time."""
+    total = 0
+    while True:
+        with db.transaction() as session:
+            ids = service.hand_over(session, now=_now())
+        for action_id in ids:
+            try:
+                get_celery().send_task(service.DISPATCH_TASK, kwargs={"action_id": action_id})
+            except Exception as exc:
+                # Marked as handed over: it is handed again after ACTION_REENQUEUE_S.
+                log.warning("hand_over_failed", error_type=type(exc).__name__)
+                return total
+        total += len(ids)
+        if len(ids) < 500:
+            return total
