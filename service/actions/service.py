@@ -378,7 +378,9 @@ def _apply(session: Session, action: Action, *, now: datetime) -> None:
             name=payload["offer"] if kind == "offer" else payload["content"],
             placement=payload.get("placement"),
             params=payload.get("params", {}),
-            expires_at=datetime.fromisoformat(payload["expires_at"]),
+            expires_at=datetime.fromisoformat(payload["expires_at"])
+            if payload.get("expires_at")
+            else None,
         )
     elif kind == "segment":
         firing = repository.firing(session, action.firing_id)
