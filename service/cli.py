@@ -75,8 +75,8 @@ def api(host: str | None, port: int | None, workers: int | None) -> None:
 
 @main.command()
 @click.option("--concurrency", type=int, default=2, show_default=True, help="Worker processes.")
-@click.option("--queues", default="celery", show_default=True, help="Comma-separated queues.")
-def worker(concurrency: int, queues: str) -> None:
+@click.option("--queues", default=None, help="Comma-separated queues (default: BROKER_QUEUE).")
+def worker(concurrency: int, queues: str | None) -> None:
     """Run a Celery worker (warm shutdown on SIGTERM: running tasks finish)."""
     _database()
     from service.worker import get_celery
@@ -85,7 +85,7 @@ def worker(concurrency: int, queues: str) -> None:
         [
             "worker",
             f"--concurrency={concurrency}",
-            f"--queues={queues}",
+            f"--queues={queues or get_settings().broker_queue}",
             f"--loglevel={get_settings().log_level.upper()}",
             "--without-mingle",
             "--without-gossip",

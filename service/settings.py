@@ -29,6 +29,9 @@ class Settings(BaseSettings):
 
     # Celery broker. Unset: kombu's SQLAlchemy transport on the same PostgreSQL.
     broker_url: str | None = None
+    # The queue tasks go to and workers read by default (environments sharing a
+    # broker keep apart by giving each its own).
+    broker_queue: str = Field(default="celery", min_length=1)
 
     # HTTP
     host: str = "127.0.0.1"

@@ -59,6 +59,7 @@ def make_celery() -> Celery:
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
+        task_default_queue=settings.broker_queue,
         # At-least-once: acknowledge after the task ran, redeliver if the worker died.
         task_acks_late=True,
         task_reject_on_worker_lost=True,

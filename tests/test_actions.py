@@ -165,7 +165,8 @@ def test_a_webhook_is_signed_and_sent_once_with_its_idempotency_key(
     client: TestClient, session: Session, keys, setup: Path, sink: HttpSink
 ) -> None:
     (action,) = fire(client, session, keys, customer("w1"), view("w1", "crm"))
-    assert action.channel == "webhook" and action.status == "pending"
+    assert action.channel == "webhook"
+    assert action.status == "pending"
     assert run(session, action) == "sent"
     (got,) = sink.received
     assert got.signature_ok
@@ -268,7 +269,9 @@ def test_a_worker_that_dies_mid_delivery_is_taken_over_after_its_lease(
     assert actions.claim(session, action_id=action.id, now=NOW + timedelta(seconds=5)) is None
     later = NOW + timedelta(seconds=31)
     second = actions.claim(session, action_id=action.id, now=later)
-    assert second is not None and second.attempt == 2 and second.key == first.key
+    assert second is not None
+    assert second.attempt == 2
+    assert second.key == first.key
     actions.finish(session, delivery=second, result=tasks.deliver(second), now=later)
     # The first worker's late report changes nothing.
     assert (
@@ -277,7 +280,8 @@ def test_a_worker_that_dies_mid_delivery_is_taken_over_after_its_lease(
     )
     session.refresh(action)
     assert action.status == "sent"
-    assert len(sink.received) == 2 and sink.effects == [action.key]
+    assert len(sink.received) == 2
+    assert sink.effects == [action.key]
     assert [a[1] for a in attempts(session, action)] == ["lost", "sent"]
 
 
@@ -389,7 +393,8 @@ def test_a_missing_template_is_dead_with_its_name(
     (action,) = fire(client, session, keys, customer("m7"), view("m7", "mail"))
     assert run(session, action) is None
     assert action.status == "dead"
-    assert "no email template" in action.last_error and "test_offer.yaml" in action.last_error
+    assert "no email template" in action.last_error
+    assert "test_offer.yaml" in action.last_error
 
 
 def test_inbox_offers_and_segment_changes_are_stored_once(
@@ -397,9 +402,12 @@ def test_inbox_offers_and_segment_changes_are_stored_once(
 ) -> None:
     offer, segment = fire(client, session, keys, customer("i1"), view("i1", "keep"))
     assert (offer.channel, segment.channel) == ("inbox", "segment")
-    assert offer.purpose == "marketing" and segment.purpose is None
-    assert run(session, offer) is None and offer.status == "sent"
-    assert run(session, segment) is None and segment.status == "sent"
+    assert offer.purpose == "marketing"
+    assert segment.purpose is None
+    assert run(session, offer) is None
+    assert offer.status == "sent"
+    assert run(session, segment) is None
+    assert segment.status == "sent"
     (item,) = session.scalars(select(InboxItem))
     assert item.expires_at == NOW + timedelta(hours=1)
     (member,) = session.scalars(select(SegmentMembership))
@@ -471,4 +479,5 @@ def test_every_template_the_shipped_rules_name_exists_and_renders() -> None:
     for name in names:
         template = channels.load_template(SHIPPED / "templates", name)
         subject, body = channels.render_email(template, sample)
-        assert subject and "CODE" in body
+        assert subject
+        assert "CODE" in body
