@@ -116,8 +116,8 @@ class Settings(BaseSettings):
     # `destination`), as JSON: {"crm": {"url": "https://…", "secret": "whsec_…",
     # "timeout_s": 5}}. Bodies are signed with the Standard Webhooks scheme.
     action_destinations: dict[str, Destination] = Field(default_factory=dict)
-    # Email over SMTP. Templates are `<name>.yaml` files (subject, text) under
-    # EMAIL_TEMPLATES_DIR.
+    # Email over SMTP. Templates are `<name>.yaml` files (subject, text) in
+    # RULES_DIR/templates.
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
     smtp_username: str | None = None
@@ -125,7 +125,6 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_timeout_s: float = Field(default=10.0, gt=0)
     email_from: str = "offers@example.com"
-    email_templates_dir: Path = Path("rules/templates")
     # At most this many actions per channel per customer in any 24 hours.
     frequency_caps: dict[str, int] = Field(default_factory=lambda: {"email": 1})
     # No email between these local times (the customer's `traits.timezone`, else

@@ -18,6 +18,7 @@ from service.actions import service as actions
 from service.actions.models import Action, ActionAttempt, InboxItem
 from service.auth.service import Scope
 from service.rules import service as rules
+from service.rules import templates
 from service.rules.loader import load_directory
 from service.segments.models import SegmentMembership
 from service.settings import Destination, get_settings
@@ -96,7 +97,6 @@ def setup(
     (directory / "templates" / "test_offer.yaml").write_text(TEMPLATE)
     settings = get_settings()
     monkeypatch.setattr(settings, "rules_dir", directory)
-    monkeypatch.setattr(settings, "email_templates_dir", directory / "templates")
     monkeypatch.setattr(settings, "quiet_hours", "")
     monkeypatch.setattr(settings, "action_lease_s", 30.0)
     monkeypatch.setattr(
@@ -477,7 +477,7 @@ def test_every_template_the_shipped_rules_name_exists_and_renders() -> None:
     ]
     assert len(names) == 4
     for name in names:
-        template = channels.load_template(SHIPPED / "templates", name)
-        subject, body = channels.render_email(template, sample)
+        template = templates.load(SHIPPED, name)
+        subject, body = templates.render(template, sample)
         assert subject
         assert "CODE" in body

@@ -141,7 +141,6 @@ def stack(make_database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
             PORT=str(port),
             RULES_DIR=str(rules_dir),
             RULES_WATCH="false",
-            EMAIL_TEMPLATES_DIR=str(rules_dir / "templates"),
             SMTP_PORT=str(smtp_port),
             ACTION_DESTINATIONS=json.dumps(
                 {"sink": {"url": sink.url, "secret": sink.secret, "timeout_s": 10}}

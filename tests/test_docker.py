@@ -26,7 +26,7 @@ from service.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker" / "compose.yaml"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
-APP_SERVICES = {"migrate", "api", "worker", "scheduler"}
+APP_SERVICES = {"migrate", "api", "worker", "scheduler", "timers"}
 
 
 @cache

@@ -124,6 +124,47 @@ def test_schema_errors_point_inside_actions() -> None:
     assert any(e.startswith("t.yaml:11: rules.0.actions.1: an action is one of") for e in errors)
 
 
+def test_offers_name_what_their_channel_needs() -> None:
+    source = ruleset("""
+    rules:
+      - id: a
+        trigger: {event: Product Added}
+        actions:
+          - offer: {channel: email, offer: X}
+          - offer: {channel: webhook, offer: Y}
+          - offer: {channel: inbox, offer: Z, destination: crm}
+    """)
+    errors = errors_of(source)
+    assert any(e.startswith("t.yaml:8:") and "needs a template" in e for e in errors), errors
+    assert sum("give a destination for channel webhook" in e for e in errors) == 2, errors
+
+
+def test_a_missing_or_broken_email_template_is_named_with_the_rule(tmp_path: Path) -> None:
+    rule = """
+    rules:
+      - id: reminder
+        trigger: {event: Product Added}
+        actions:
+          - offer: {channel: email, offer: X, template: nudge}
+    """
+    (tmp_path / "a.yaml").write_text(ruleset(rule))
+    with pytest.raises(RulesInvalid) as caught:
+        loader.load_directory(tmp_path)
+    (error,) = [str(e) for e in caught.value.errors]
+    assert error == "a.yaml:5: rule reminder: no email template templates/nudge.yaml"
+
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "nudge.yaml").write_text("subject: Hi {{ x\ntext: ok\n")
+    with pytest.raises(RulesInvalid) as caught:
+        loader.load_directory(tmp_path)
+    (error,) = [str(e) for e in caught.value.errors]
+    assert error.startswith("a.yaml:5: rule reminder: templates/nudge.yaml: "), error
+
+    (tmp_path / "templates" / "nudge.yaml").write_text("subject: Hi\ntext: '{{ offer.offer }}'\n")
+    (loaded,) = loader.load_directory(tmp_path)
+    assert loaded.name == "t"
+
+
 @pytest.mark.parametrize(
     ("condition", "expected"),
     [

@@ -10,13 +10,9 @@ import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from functools import lru_cache
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import httpx
-import yaml
-from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
 
 from service.events.signatures import sign_standard_webhooks
 from service.settings import Destination, Settings
@@ -81,43 +77,6 @@ def _retry_after(value: str | None) -> float | None:
 
 
 # --- email ----------------------------------------------------------------------------
-
-_JINJA = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-
-
-@dataclass(frozen=True)
-class EmailTemplate:
-    subject: str
-    text: str
-
-
-class TemplateProblem(Exception):
-    """A template that is missing or does not render: a configuration error."""
-
-
-def load_template(directory: Path, name: str) -> EmailTemplate:
-    path = directory / f"{name}.yaml"
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise TemplateProblem(f"no email template {path}") from exc
-    except yaml.YAMLError as exc:
-        raise TemplateProblem(f"{path}: {exc}") from exc
-    if not isinstance(data, dict) or not {"subject", "text"} <= data.keys():
-        raise TemplateProblem(f"{path}: needs `subject` and `text`")
-    return EmailTemplate(subject=str(data["subject"]), text=str(data["text"]))
-
-
-def render_email(template: EmailTemplate, context: dict[str, Any]) -> tuple[str, str]:
-    """Subject and body. Templates run in Jinja's sandbox: marketers' text never
-    reaches Python; a missing value is an error, not an empty string."""
-    try:
-        subject = _JINJA.from_string(template.subject).render(context)
-        text = _JINJA.from_string(template.text).render(context)
-    except TemplateError as exc:
-        raise TemplateProblem(f"template does not render: {exc}") from exc
-    # One line: a value with a newline must not add headers.
-    return " ".join(subject.split()), text
 
 
 def send_email(*, settings: Settings, to: str, subject: str, text: str, key: str) -> Result:

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from service import crypto
 from service.actions import channels, repository
 from service.actions.models import Action
+from service.rules import templates
 from service.rules.schema import parse_duration
 from service.settings import Destination, Settings, get_settings
 from service.worker import nudge_after_commit
@@ -340,17 +341,17 @@ def _prepare(session: Session, action: Action, settings: Settings, *, now: datet
         token = repository.email_token(session, action.customer_id)
         if token is None:
             raise _Unsendable("cancelled", "no email address on the profile")
-        name = payload.get("template") or payload["offer"]
+        name = payload.get("template") or ""
         try:
-            template = channels.load_template(settings.email_templates_dir, name)
+            template = templates.load(settings.rules_dir, name)
             traits = repository.traits(session, action.customer_id)
             context = {
                 "offer": payload,
                 "params": payload.get("params", {}),
                 "profile": {"traits": traits},
             }
-            subject, text = channels.render_email(template, context)
-        except channels.TemplateProblem as exc:
+            subject, text = templates.render(template, context)
+        except templates.TemplateProblem as exc:
             raise _Unsendable("dead", str(exc)) from exc
         return Delivery(
             action.id,

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from service.events.canonical import ECOMMERCE_EVENTS
-from service.rules import facts
+from service.rules import facts, templates
 from service.rules.schema import (
     OPERATORS,
     AbsentCondition,
@@ -78,7 +78,11 @@ def content_hash(source: str) -> str:
 def load_directory(directory: Path) -> list[LoadedRuleset]:
     """Every `*.yaml`/`*.yml` file in `directory`, or RulesInvalid with all the errors."""
     files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-    return load_sources([(p.name, p.read_text(encoding="utf-8")) for p in files])
+    loaded = load_sources([(p.name, p.read_text(encoding="utf-8")) for p in files])
+    errors = list(_email_templates(loaded, directory))
+    if errors:
+        raise RulesInvalid(errors)
+    return loaded
 
 
 def load_sources(sources: Iterable[tuple[str, str]]) -> list[LoadedRuleset]:
@@ -354,6 +358,21 @@ def _across_files(loaded: list[LoadedRuleset]) -> Iterator[RuleError]:
                     f"rule id {rule.id!r} is also used in {rules[rule.id]}",
                 )
             rules.setdefault(rule.id, item.file)
+
+
+def _email_templates(loaded: list[LoadedRuleset], directory: Path) -> Iterator[RuleError]:
+    """Email offers name a template that exists and parses. (Checked on the files being
+    loaded, not on stored versions, which must load whatever the templates are now.)"""
+    for item in loaded:
+        for rule in item.definition.rules:
+            for action in rule.actions:
+                offer = getattr(action, "offer", None)
+                if offer is None or offer.template is None:
+                    continue
+                try:
+                    templates.load(directory, offer.template)
+                except templates.TemplateProblem as exc:
+                    yield RuleError(item.file, _rule_line(item, rule.id), f"rule {rule.id}: {exc}")
 
 
 def _rule_line(item: LoadedRuleset, rule_id: str) -> int | None:

@@ -236,9 +236,11 @@ class OfferSpec(_Strict):
     params: Params = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _destination(self) -> OfferSpec:
+    def _channel(self) -> OfferSpec:
         if (self.channel == "webhook") != (self.destination is not None):
             raise ValueError("give a destination for channel webhook, and only for it")
+        if self.channel == "email" and self.template is None:
+            raise ValueError("an email offer needs a template")
         return self
 
 
