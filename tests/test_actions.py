@@ -23,6 +23,7 @@ from service.rules.loader import load_directory
 from service.segments.models import SegmentMembership
 from service.settings import Destination, get_settings
 from tests.sinks import HttpSink, http_sink, smtp_server
+from tests.support import resolve_all
 from tests.test_events_api import track
 from tests.test_rules_service import evaluate, send
 
@@ -322,20 +323,27 @@ def test_no_marketing_without_consent(
     assert mailbox == []
 
 
-def test_consent_withdrawn_before_sending_cancels(
+def test_consent_withdrawn_through_the_api_before_sending_cancels(
     client: TestClient, session: Session, keys, setup: Path, mailbox: list
 ) -> None:
     (action,) = fire(client, session, keys, customer("m3"), view("m3", "mail"))
-    session.execute(
-        text(
-            "UPDATE customers SET traits = jsonb_set(traits, '{consent,marketing}', 'false') "
-            "WHERE id = :id"
-        ),
-        {"id": action.customer_id},
+    put = client.put(
+        "/v1/profiles/user_id:m3/consent", json={"marketing": False}, headers=keys["ingest"]
     )
+    assert put.status_code == 200, put.text
+    assert put.json() == {"consent": {"marketing": False}, "effective": {"marketing": False}}
+    # An identify that happened before the withdrawal, delivered after it, does not undo it.
+    send(client, keys, {**customer("m3", marketing=True), "messageId": "late-identify"})
+    resolve_all()
     assert run(session, action) is None
-    assert action.status == "cancelled"
+    assert (action.status, action.reason) == ("cancelled", "no consent for marketing")
     assert mailbox == []
+    bad = client.put(
+        "/v1/profiles/user_id:m3/consent", json={"marketing": "yes"}, headers=keys["ingest"]
+    )
+    assert bad.status_code == 422
+    assert bad.headers["content-type"] == "application/problem+json"
+    assert any("marketing" in e["field"] for e in bad.json()["errors"]), bad.json()
 
 
 def test_quiet_hours_defer_email_to_the_morning_in_the_customer_timezone(

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated
 
@@ -15,6 +15,8 @@ from service.errors import FieldError, ProblemError, problem_responses
 from service.profiles import repository, service
 from service.profiles.models import Customer
 from service.profiles.schemas import (
+    ConsentIn,
+    ConsentOut,
     EventOut,
     EventsPage,
     IdentityOut,
@@ -23,9 +25,11 @@ from service.profiles.schemas import (
     RfmOut,
     SpendOut,
 )
+from service.settings import get_settings
 
 router = APIRouter(prefix="/v1/profiles", tags=["profiles"])
 Marketer = Annotated[ApiKey, Depends(require(Scope.MARKETER))]
+Ingest = Annotated[ApiKey, Depends(require(Scope.INGEST))]
 Ref = Annotated[
     str,
     Path(description="A profile id, or an identity as `kind:value`, e.g. `email:ann@example.com`"),
@@ -123,3 +127,18 @@ def get_profile_events(
         events=[EventOut.model_validate(r, from_attributes=True) for r in rows],
         next_cursor=next_cursor,
     )
+
+
+@router.put(
+    "/{ref}/consent",
+    response_model=ConsentOut,
+    responses=problem_responses(401, 403, 404, 422, 500),
+)
+def put_consent(ref: Ref, body: ConsentIn, session: DbSession, _: Ingest) -> ConsentOut:
+    """Set consent per purpose (scope `ingest`), e.g. when the customer changes their
+    preferences in the shop. Marketing actions check it again just before sending."""
+    customer = _profile(session, ref)
+    stored = service.set_consent(
+        session, customer=customer, consent=body.root, now=datetime.now(UTC)
+    )
+    return ConsentOut(consent=stored, effective={**get_settings().consent_defaults, **stored})

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, RootModel, StrictBool
 
 
 class IdentityOut(BaseModel):
@@ -63,3 +63,16 @@ class EventOut(BaseModel):
 class EventsPage(BaseModel):
     events: list[EventOut]
     next_cursor: str | None
+
+
+class ConsentIn(RootModel[dict[str, StrictBool]]):
+    """Consent per purpose, e.g. `{"marketing": false}`; purposes not named keep theirs."""
+
+    root: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")], StrictBool] = Field(
+        min_length=1, examples=[{"marketing": True}]
+    )
+
+
+class ConsentOut(BaseModel):
+    consent: dict[str, bool] = Field(description="As stored; purposes not set use the defaults.")
+    effective: dict[str, bool] = Field(description="With CONSENT_DEFAULTS for the others.")

@@ -339,3 +339,20 @@ def identities(session: Session, customer: Customer) -> list[tuple[str, str]]:
 
 def rfm_job(session: Session) -> int:
     return repository.recompute_rfm(session, now=datetime.now(UTC))
+
+
+def set_consent(
+    session: Session, *, customer: Customer, consent: dict[str, bool], now: datetime
+) -> dict[str, bool]:
+    """Merge consent per purpose into `traits.consent`, as of `now`: an identify that
+    happened before this call and is delivered after it does not undo it."""
+    (locked,) = repository.customers_for_update(session, [customer.id]).values()
+    current = locked.traits.get("consent")
+    merged = {**(current if isinstance(current, dict) else {}), **consent}
+    locked.traits = {**locked.traits, "consent": merged}
+    at = now.astimezone(UTC).isoformat()
+    locked.trait_times = {
+        **locked.trait_times,
+        "consent": max(at, locked.trait_times.get("consent", "")),
+    }
+    return {k: v for k, v in merged.items() if isinstance(v, bool)}
