@@ -460,6 +460,8 @@ def test_a_waiting_cart_reminder_is_listed_then_cancelled_by_the_order(
     body = client.get("/v1/profiles/user_id:l2/actions", headers=keys["marketer"]).json()
     (wait,) = body["waiting"]
     assert (wait["status"], wait["rule"]["id"]) == ("scheduled", "cart_abandoned")
+    assert wait["guard"][0]["same"] == {"cart_id": "c9"}
+    assert wait["cancel_on"] == ["Checkout Started", "Order Completed"]
     order = track(
         "Order Completed", user="l2", cart_id="c9", order_id="o9", timestamp=NOW.isoformat()
     )

@@ -116,11 +116,29 @@ def test_an_abandoned_cart_waits_then_fires_with_its_version_and_facts(
     }
 
 
+@pytest.mark.parametrize("kept", [True, False], ids=["kept-guard", "row-without-cancel-on"])
 def test_a_checkout_for_the_cart_cancels_the_wait_at_once(
-    client: TestClient, session: Session, keys, active: int
+    client: TestClient, session: Session, keys, active: int, kept: bool
 ) -> None:
     send(client, keys, consent("u2"), add_to_cart("u2"))
     evaluate(session)
+    (waiting,) = firings(session, "cart_abandoned")
+    assert waiting.guard == [
+        {
+            "events": ["Checkout Started", "Order Completed"],
+            "same": {"cart_id": "c1"},
+            "within": "24h",
+        }
+    ]
+    assert waiting.cancel_on == ["Checkout Started", "Order Completed"]
+    # A page view is not among them: the wait is not even re-checked.
+    send(
+        client, keys, track("Page Viewed", user="u2", path="/", timestamp=at(-timedelta(minutes=9)))
+    )
+    evaluate(session)
+    assert firings(session, "cart_abandoned")[0].status == "scheduled"
+    if not kept:  # a row from before `cancel_on` was kept: the active rule says
+        session.execute(text("UPDATE rule_firings SET cancel_on = NULL, guard = NULL"))
     checkout = track(
         "Checkout Started", user="u2", cart_id="c1", timestamp=at(-timedelta(minutes=5))
     )

@@ -87,6 +87,8 @@ def profile_actions(
             reason=f.reason,
             due_at=f.due_at,
             decided_at=f.decided_at,
+            guard=f.guard,
+            cancel_on=f.cancel_on,
         )
         for f in repository.waiting_of(session, customer.id, limit=limit)
     ]

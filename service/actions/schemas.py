@@ -50,6 +50,11 @@ class WaitOut(BaseModel):
     reason: str | None
     due_at: datetime
     decided_at: datetime | None
+    guard: list[dict[str, Any]] | None = Field(
+        description="What must stay absent until the due time: events, for the trigger's "
+        "values (`same`), within the window."
+    )
+    cancel_on: list[str] | None = Field(description="Events that cancel it early.")
 
 
 class ProfileActionsOut(BaseModel):

@@ -202,6 +202,20 @@ def _window(
     return False, f"{name}{scope} at {at.isoformat()}"
 
 
+def guard(rule: CompiledRule, event: TriggerEvent) -> list[dict[str, Any]]:
+    """A waiting rule's absences keyed to its trigger, as stored with it: which events,
+    for which values (`same`), within how long."""
+    return [
+        {
+            "events": w.spec.events,
+            "same": same_values(event, w.spec.same) if w.spec.same else {},
+            "within": w.spec.within,
+        }
+        for w in rule.windows
+        if isinstance(w.spec, AbsentSpec)
+    ]
+
+
 def _facts_used(
     rule: CompiledRule, tree: dict[str, Any], history: dict[str, Any]
 ) -> dict[str, Any]:

@@ -87,6 +87,12 @@ class RuleFiring(Base):
     facts: Mapped[dict[str, Any]] = mapped_column(JSONB)
     actions: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
     due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # A waiting rule's keyed absences ([{events, same: {cart_id: …}, within}]), which
+    # are re-checked at the due time with its other conditions, and the events that
+    # cancel it early. NULL on rows from before these were kept: the rule's active
+    # version then says which events cancel it.
+    guard: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    cancel_on: Mapped[list[str] | None] = mapped_column(ARRAY(String(255)))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, select, text, update
+from sqlalchemy import Row, any_, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -317,10 +317,12 @@ def claim_due(session: Session, *, now: datetime, limit: int) -> Sequence[RuleFi
     ).all()
 
 
-def scheduled_for(session: Session, customer: uuid.UUID) -> Sequence[RuleFiring]:
+def scheduled_for(session: Session, customer: uuid.UUID, *, event: str) -> Sequence[RuleFiring]:
+    """The customer's waiting rules that `event` may cancel."""
     return session.scalars(
         select(RuleFiring)
         .where(RuleFiring.customer_id == customer, RuleFiring.status == "scheduled")
+        .where(or_(RuleFiring.cancel_on.is_(None), literal(event) == any_(RuleFiring.cancel_on)))
         .order_by(RuleFiring.id)
         .with_for_update(skip_locked=True)
     ).all()

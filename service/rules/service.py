@@ -264,6 +264,8 @@ def _record(
         actions=outcome.actions,
         due_at=outcome.due_at,
         decided_at=now if outcome.status != "scheduled" else None,
+        guard=evaluator.guard(outcome.rule, trigger) if outcome.status == "scheduled" else None,
+        cancel_on=sorted(outcome.rule.cancelled_by) if outcome.status == "scheduled" else None,
     )
     if firing is not None and outcome.status == "fired":
         actions.create_for_firing(
@@ -298,11 +300,14 @@ def _cancel_waiting(
     """An event that ends a waiting rule's absence (a checkout for the waiting cart)
     cancels it at once rather than at its due time."""
     name = trigger.trigger_name
-    for firing in repository.scheduled_for(session, trigger.customer_id):
-        ruleset = active.ruleset(firing.ruleset)
-        rule = ruleset.rules.get(firing.rule_id) if ruleset else None
-        if rule is None or name not in rule.cancelled_by:
-            continue
+    if name is None:
+        return
+    for firing in repository.scheduled_for(session, trigger.customer_id, event=name):
+        if firing.cancel_on is None:  # kept before `cancel_on` was: ask the active rule
+            ruleset = active.ruleset(firing.ruleset)
+            rule = ruleset.rules.get(firing.rule_id) if ruleset else None
+            if rule is None or name not in rule.cancelled_by:
+                continue
         _decide(session, active, firing, profile=profile, store=store, now=now)
 
 
