@@ -491,3 +491,25 @@ def test_every_template_the_shipped_rules_name_exists_and_renders() -> None:
         subject, body = templates.render(template, sample)
         assert subject
         assert "CODE" in body
+
+
+def test_the_cli_lists_dead_actions_and_retries_them(
+    client: TestClient, session: Session, keys, setup: Path, sink: HttpSink
+) -> None:
+    from click.testing import CliRunner
+
+    from service.cli import main
+
+    sink.script = [404]
+    (action,) = fire(client, session, keys, customer("c1"), view("c1", "crm"))
+    assert run(session, action) == "dead"
+    listed = CliRunner().invoke(main, ["actions", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert listed.output == f"{action.id}\twebhook\t1\ttest_actions/notify_crm\tHTTP 404\n"
+    retried = CliRunner().invoke(main, ["actions", "retry", str(action.id)])
+    assert retried.exit_code == 0, retried.output
+    session.refresh(action)
+    assert (action.status, action.attempts) == ("pending", 0)
+    again = CliRunner().invoke(main, ["actions", "retry", str(action.id)])
+    assert again.exit_code == 1
+    assert "not dead" in again.output
