@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import random
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from service import crypto
 from service.actions import channels, repository
 from service.actions.models import Action
+from service.db import advisory_xact_locks
 from service.rules import templates
 from service.rules.schema import parse_duration
 from service.settings import Destination, Settings, get_settings
@@ -111,7 +112,6 @@ class Delivery:
     to: str | None = None
     subject: str = ""
     text: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def claim(session: Session, *, action_id: int, now: datetime) -> Delivery | None:
@@ -125,42 +125,10 @@ def claim(session: Session, *, action_id: int, now: datetime) -> Delivery | None
     if action.next_attempt_at > now:
         return None  # a retry's backoff, quiet hours, or a live lease: not yet
     settings = get_settings()
-    if action.status == "sending":  # its worker died or hung past the lease
-        repository.add_attempt(
-            session,
-            action_id=action.id,
-            attempt=action.attempts,
-            started_at=action.next_attempt_at - timedelta(seconds=settings.action_lease_s),
-            finished_at=now,
-            outcome="lost",
-            detail="the worker did not finish within its lease",
-        )
-        if action.attempts >= settings.action_max_attempts:
-            _settle(
-                session, action, status="dead", reason="lease lost on the last attempt", now=now
-            )
-            return None
-    traits = repository.traits(session, action.customer_id)
-    reason = _blocked(action, traits, settings, now=now)
-    if reason:
-        _settle(session, action, status="cancelled", reason=reason, now=now)
+    if action.status == "sending" and not _take_over(session, action, settings, now=now):
         return None
-    if action.channel == "email":
-        morning = _quiet_until(traits, settings, now=now)
-        if morning is not None:
-            action.next_attempt_at, action.enqueued_at = morning, None
-            action.reason = f"quiet hours: deferred to {morning.isoformat()}"
-            return None
-        cap = settings.frequency_caps.get("email")
-        if cap is not None and _over_cap(session, action, cap, now=now):
-            _settle(
-                session,
-                action,
-                status="cancelled",
-                reason=f"frequency cap: {cap} email per 24 h",
-                now=now,
-            )
-            return None
+    if _held_back(session, action, settings, now=now):
+        return None
     if action.channel in DB_CHANNELS:
         _apply(session, action, now=now)
         _settle(session, action, status="sent", reason=None, now=now, attempt_detail="stored")
@@ -232,6 +200,46 @@ def retry_dead(session: Session, *, action_id: int, now: datetime) -> Action | N
 # --- checks ---------------------------------------------------------------------------
 
 
+def _take_over(session: Session, action: Action, settings: Settings, *, now: datetime) -> bool:
+    """An action whose worker died or hung past its lease: record the lost attempt;
+    False when that was the last one (it is then dead)."""
+    repository.add_attempt(
+        session,
+        action_id=action.id,
+        attempt=action.attempts,
+        started_at=action.next_attempt_at - timedelta(seconds=settings.action_lease_s),
+        finished_at=now,
+        outcome="lost",
+        detail="the worker did not finish within its lease",
+    )
+    if action.attempts < settings.action_max_attempts:
+        return True
+    _settle(session, action, status="dead", reason="lease lost on the last attempt", now=now)
+    return False
+
+
+def _held_back(session: Session, action: Action, settings: Settings, *, now: datetime) -> bool:
+    """Consent, expiry, quiet hours and frequency caps, checked just before sending:
+    True when the action was cancelled or deferred instead."""
+    traits = repository.traits(session, action.customer_id)
+    reason = _blocked(action, traits, settings, now=now)
+    if reason:
+        _settle(session, action, status="cancelled", reason=reason, now=now)
+        return True
+    if action.channel == "email":
+        morning = _quiet_until(traits, settings, now=now)
+        if morning is not None:
+            action.next_attempt_at, action.enqueued_at = morning, None
+            action.reason = f"quiet hours: deferred to {morning.isoformat()}"
+            return True
+    cap = settings.frequency_caps.get(action.channel)
+    if cap is not None and _over_cap(session, action, cap, now=now):
+        reason = f"frequency cap: {cap} {action.channel} per 24 h"
+        _settle(session, action, status="cancelled", reason=reason, now=now)
+        return True
+    return False
+
+
 def _blocked(
     action: Action, traits: dict[str, Any], settings: Settings, *, now: datetime
 ) -> str | None:
@@ -276,8 +284,6 @@ def _zone(name: Any) -> ZoneInfo | None:
 
 def _over_cap(session: Session, action: Action, cap: int, *, now: datetime) -> bool:
     # Serialise the check per customer and channel: two workers must not both pass it.
-    from service.db import advisory_xact_locks
-
     advisory_xact_locks(session, [f"cap:{action.customer_id}:{action.channel}"])
     sent = repository.recent_on_channel(
         session,
