@@ -14,6 +14,8 @@ from pydantic import BaseModel
 from service import errors
 from service.actions.router import router as actions_router
 from service.auth.router import router as auth_router
+from service.decisions.log import LOG as DECISION_LOG
+from service.decisions.router import router as decisions_router
 from service.events.router import router as events_router
 from service.events.schemas import ApiEvent, EventsBatch
 from service.events.tracking import router as tracking_router
@@ -45,9 +47,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     watcher = RulesWatcher(settings.rules_dir) if settings.rules_watch else None
     if watcher:
         watcher.start()
+    if settings.decision_log_background:
+        DECISION_LOG.start()
     yield
     if watcher:
         watcher.stop()
+    DECISION_LOG.stop()
 
 
 def create_app() -> FastAPI:
@@ -82,6 +87,7 @@ def create_app() -> FastAPI:
     app.include_router(profiles_router)
     app.include_router(rules_router)
     app.include_router(actions_router)
+    app.include_router(decisions_router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

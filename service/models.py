@@ -3,6 +3,7 @@
 from service.actions import models as actions_models
 from service.auth import models as auth_models
 from service.db import Base
+from service.decisions import models as decisions_models
 from service.events import models as events_models
 from service.health import models as health_models
 from service.profiles import models as profiles_models
@@ -13,6 +14,7 @@ __all__ = [
     "Base",
     "actions_models",
     "auth_models",
+    "decisions_models",
     "events_models",
     "health_models",
     "profiles_models",

@@ -110,6 +110,7 @@ def test_an_abandoned_cart_waits_then_fires_with_its_version_and_facts(
         "type": "offer",
         "channel": "email",
         "offer": "CART10",
+        "placement": "cart_drawer",
         "template": "cart_reminder",
         "expires_in": "7d",
         "params": {"product_id": "p1", "product_name": "Mug", "cart_id": "c1"},

@@ -32,7 +32,7 @@ class NewKey:
     record: ApiKey
 
 
-def _digest(key: str) -> str:
+def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -43,13 +43,13 @@ def create_key(session: Session, *, name: str, scopes: Iterable[Scope]) -> NewKe
     prefix = "pk_" + secrets.token_hex(4)
     key = f"{prefix}_{secrets.token_hex(32)}"
     record = repository.add(
-        session, name=name, prefix=prefix, key_hash=_digest(key), scopes=scope_list
+        session, name=name, prefix=prefix, key_hash=digest(key), scopes=scope_list
     )
     return NewKey(key=key, record=record)
 
 
 def authenticate(session: Session, *, key: str) -> ApiKey | None:
-    return repository.get_active_by_hash(session, key_hash=_digest(key))
+    return repository.get_active_by_hash(session, key_hash=digest(key))
 
 
 def allows(record: ApiKey, scope: Scope) -> bool:

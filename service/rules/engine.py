@@ -111,7 +111,7 @@ class _Compiler:
 
     def rule(self, rule: Rule) -> tuple[dict[str, Any], CompiledRule]:
         self.windows, self.used = [], []
-        terms = [{TRIGGER_KEY: rule.trigger.event}]
+        terms = [{TRIGGER_KEY: rule.trigger.key}]
         terms += [self.condition(c) for c in (*rule.trigger.where, *rule.when)]
         compiled = CompiledRule(rule=rule, windows=tuple(self.windows), paths=tuple(self.used))
         return {"all": [{"m": _and(terms)}], "run": rule.id}, compiled
@@ -241,7 +241,7 @@ class Engine:
                 handle = self._host.get_ruleset(engine_name)._handle
             by_trigger: dict[str, list[CompiledRule]] = {}
             for compiled_rule in rules.values():
-                by_trigger.setdefault(compiled_rule.rule.trigger.event, []).append(compiled_rule)
+                by_trigger.setdefault(compiled_rule.rule.trigger.key, []).append(compiled_rule)
             result = CompiledRuleset(
                 loaded=loaded,
                 engine_name=engine_name,

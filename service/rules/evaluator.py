@@ -106,7 +106,7 @@ def evaluate(
                     rule=rule,
                     status="scheduled" if due > now else "fired",
                     due_at=max(due, now),
-                    facts=_facts_used(rule, tree, history),
+                    facts=facts_used(rule, tree, history),
                     actions=actions_of(rule, tree),
                 )
             )
@@ -135,14 +135,14 @@ def recheck(
     tree = fact_tree(event, profile, now=now, consent_defaults=consent_defaults)
     history, broken = _windows((rule,), event, store, now=now)
     fired = rule_id in engine.match(
-        ruleset, trigger=rule.rule.trigger.event, facts=tree, history=history
+        ruleset, trigger=rule.rule.trigger.key, facts=tree, history=history
     )
     outcome = Outcome(
         ruleset=ruleset,
         rule=rule,
         status="fired",
         due_at=now,
-        facts=_facts_used(rule, tree, history),
+        facts=facts_used(rule, tree, history),
         actions=actions_of(rule, tree),
     )
     if not fired:
@@ -216,9 +216,7 @@ def guard(rule: CompiledRule, event: TriggerEvent) -> list[dict[str, Any]]:
     ]
 
 
-def _facts_used(
-    rule: CompiledRule, tree: dict[str, Any], history: dict[str, Any]
-) -> dict[str, Any]:
+def facts_used(rule: CompiledRule, tree: dict[str, Any], history: dict[str, Any]) -> dict[str, Any]:
     used: dict[str, Any] = {path: lookup(tree, path) for path in rule.paths}
     for window in rule.windows:
         spec = window.spec

@@ -201,13 +201,17 @@ def _semantic(rf: RuleFile) -> Iterator[tuple[tuple[Any, ...], str]]:
     events = BUILTIN_EVENTS | set(rf.events)
     traits = facts.STANDARD_TRAITS | set(rf.traits)
     ids = set()
+    placement_rules = {r.id for r in rf.rules if r.trigger.placement is not None}
     for i, rule in enumerate(rf.rules):
         at = ("rules", i)
         if rule.id in ids:
             yield (*at, "id"), f"rule id {rule.id!r} is used twice in this file"
         ids.add(rule.id)
-        if rule.trigger.event not in events:
-            yield (*at, "trigger", "event"), _unknown_event(rule.trigger.event)
+        if rule.trigger.placement is not None:
+            for path, message in _placement_rule(rule):
+                yield (*at, *path), message
+        elif rule.trigger.event not in events:
+            yield (*at, "trigger", "event"), _unknown_event(str(rule.trigger.event))
         for path, message in _conditions(rule, events, traits):
             yield (*at, *path), message
         for j, action in enumerate(rule.actions):
@@ -231,6 +235,55 @@ def _semantic(rf: RuleFile) -> Iterator[tuple[tuple[Any, ...], str]]:
         for j, expected in enumerate(test.expect):
             if expected.rule not in ids:
                 yield ("tests", i, "expect", j, "rule"), f"no rule {expected.rule!r} in this file"
+            elif expected.rule in placement_rules:
+                yield (
+                    ("tests", i, "expect", j, "rule"),
+                    f"{expected.rule!r} answers placement requests: events never trigger it",
+                )
+
+
+def _placement_rule(rule: Rule) -> Iterator[tuple[tuple[Any, ...], str]]:
+    """A placement rule is decided while the storefront waits, from the profile and the
+    request alone: no event, no history, no waiting, nothing sent."""
+    conditions: list[tuple[tuple[Any, ...], BaseModel]] = [
+        (("trigger", "where", i), c) for i, c in enumerate(rule.trigger.where)
+    ]
+    conditions += [(("when", i), c) for i, c in enumerate(rule.when)]
+    for path, condition in conditions:
+        if _mentions(condition, AbsentCondition | CountCondition):
+            yield path, "placement rules cannot use count or absent (no history is read)"
+        for fact in _fact_paths(condition):
+            if fact.startswith("event."):
+                yield path, f"{fact}: placement rules see context and profile, not event"
+    if rule.delay is not None:
+        yield ("delay",), "placement rules answer at once: no delay"
+    if rule.limits is not None:
+        yield ("limits",), "placement rules are chosen by priority: no limits"
+    for j, action in enumerate(rule.actions):
+        content = getattr(action, "content", None)
+        offer = getattr(action, "offer", None)
+        if content is not None and content.placement != rule.trigger.placement:
+            yield (
+                ("actions", j, "content", "placement"),
+                f"this rule answers {rule.trigger.placement}, not {content.placement}",
+            )
+        elif offer is not None and offer.channel != "inbox":
+            yield ("actions", j, "offer", "channel"), "placement offers are shown: use inbox"
+        elif content is None and offer is None:
+            yield ("actions", j), "placement rules set content or show an offer"
+        for ref in facts.references(action):
+            if ref.startswith("event."):
+                yield ("actions", j), f"{{{{ {ref} }}}}: placement rules have no event"
+
+
+def _fact_paths(condition: BaseModel) -> Iterator[str]:
+    if isinstance(condition, FactCondition):
+        yield condition.path
+    elif isinstance(condition, AllCondition | AnyCondition):
+        for item in condition.all if isinstance(condition, AllCondition) else condition.any:
+            yield from _fact_paths(item)
+    elif isinstance(condition, NotCondition):
+        yield from _fact_paths(condition.not_)
 
 
 def _unknown_event(name: str) -> str:
@@ -344,7 +397,23 @@ def _conjuncts(conditions: Iterable[BaseModel]) -> Iterator[FactCondition]:
 def _across_files(loaded: list[LoadedRuleset]) -> Iterator[RuleError]:
     rulesets: dict[str, str] = {}
     rules: dict[str, str] = {}
+    defaults: dict[str, str] = {}
     for item in loaded:
+        for name in item.definition.placements:
+            if name in defaults:
+                yield RuleError(
+                    item.file, 1, f"placement {name!r} is also defined in {defaults[name]}"
+                )
+            defaults.setdefault(name, item.file)
+    for item in loaded:
+        for rule in item.definition.rules:
+            placement = rule.trigger.placement
+            if placement is not None and placement not in defaults:
+                yield RuleError(
+                    item.file,
+                    _rule_line(item, rule.id),
+                    f"placement {placement!r} has no default: define it under `placements:`",
+                )
         if item.name in rulesets:
             yield RuleError(
                 item.file, 1, f"ruleset {item.name!r} is also defined in {rulesets[item.name]}"

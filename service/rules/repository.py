@@ -178,10 +178,11 @@ def profiles(
         ),
         {"ids": [str(c) for c in set(customers)], "currency": currency},
     )
-    return {row.id: _profile(row) for row in rows}
+    return {row.id: profile_from_row(row) for row in rows}
 
 
-def _profile(row: Row[Any]) -> Profile:
+def profile_from_row(row: Row[Any]) -> Profile:
+    """A profile from a row with the columns `profiles` selects."""
     traits = dict(row.traits or {})
     consent = traits.get("consent")
     return Profile(

@@ -61,7 +61,7 @@ def list_rules(session: DbSession, _: Marketer) -> RulesOut:
                 version=r.version,
                 enabled=r.enabled,
                 priority=r.priority,
-                trigger=r.trigger.event,
+                trigger=r.trigger.key,
                 group=r.limits.group if r.limits else None,
             )
             for r in definition.rules

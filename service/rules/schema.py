@@ -212,24 +212,43 @@ NotCondition.model_rebuild()
 
 
 class Trigger(_Strict):
-    """The event that starts the rule: a track event name (Segment e-commerce names such
+    """What starts the rule. `event`: a track event name (Segment e-commerce names such
     as `Product Added`), `Page Viewed`, `Screen Viewed` or `Identify`; `where` narrows
-    it by the event's properties or context."""
+    it by the event's properties or context. `placement`: the storefront asking what to
+    show in that placement (a decision); `where` then tests the request's context."""
 
-    event: str
+    event: str | None = None
+    placement: Annotated[str, Field(pattern=IDENTIFIER)] | None = None
     where: list[Condition] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one(self) -> Trigger:
+        if (self.event is None) == (self.placement is None):
+            raise ValueError("give either event or placement")
+        return self
+
+    @property
+    def key(self) -> str:
+        """What the engine matches the trigger on."""
+        return self.event if self.event is not None else placement_key(self.placement or "")
+
+
+def placement_key(placement: str) -> str:
+    return f"placement:{placement}"
 
 
 Params = dict[str, Scalar | list[Scalar]]
 
 
 class OfferSpec(_Strict):
-    """An offer for the customer, kept in their offers inbox until it expires, and sent
-    by email (`template` names a file in the email templates), to an outgoing webhook
-    (`destination`), or only kept (`inbox`)."""
+    """An offer for the customer, kept in their offers inbox until it expires (and shown
+    by the storefront in `placement`, if given), and sent by email (`template` names a
+    file in the email templates), to an outgoing webhook (`destination`), or only kept
+    (`inbox`)."""
 
     channel: Literal["email", "webhook", "inbox"]
     offer: Annotated[str, Field(min_length=1, max_length=64)]
+    placement: Annotated[str, Field(pattern=IDENTIFIER)] | None = None
     template: Annotated[str, Field(pattern=IDENTIFIER)] | None = None
     destination: Annotated[str, Field(pattern=IDENTIFIER)] | None = None
     expires_in: Duration | None = None
@@ -364,6 +383,13 @@ class Rule(_Strict):
     limits: Limits | None = None
 
 
+class PlacementDefault(_Strict):
+    """What a placement shows when no rule for it matches, and to unknown visitors."""
+
+    content: Annotated[str, Field(min_length=1, max_length=128)]
+    params: Params = Field(default_factory=dict)
+
+
 class RuleFile(_Strict):
     ruleset: Annotated[str, Field(pattern=IDENTIFIER)]
     version: int = Field(ge=1)
@@ -371,6 +397,10 @@ class RuleFile(_Strict):
     # Event names and profile traits beyond the built-in ones that these rules use.
     events: list[str] = Field(default_factory=list)
     traits: list[str] = Field(default_factory=list)
+    # Storefront placements this file defines, with their default content.
+    placements: dict[Annotated[str, Field(pattern=IDENTIFIER)], PlacementDefault] = Field(
+        default_factory=dict
+    )
     rules: list[Rule] = Field(min_length=1)
     tests: list[RuleTest] = Field(default_factory=list)
 

@@ -67,6 +67,20 @@ class _Runtime:
             self._active = active
         return active
 
+    def cached(self) -> Active:
+        """The active rules last read, without asking the database."""
+        with self._lock:
+            return self._active
+
+    def from_files(self, directory: Path) -> Active:
+        """The rule files on disk, compiled but not activated: what a process serves
+        before it has ever reached the database."""
+        try:
+            loaded = loader.load_directory(directory)
+        except (RulesInvalid, OSError):
+            return Active(None, [], {})
+        return Active(None, [self.engine.compile(item) for item in loaded], {})
+
 
 RUNTIME = _Runtime()
 
