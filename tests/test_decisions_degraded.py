@@ -1,0 +1,140 @@
+"""The decision endpoint when the database is slow or gone: the API runs as a process
+whose database connections pass through a TCP proxy the test can cut, and a table lock
+the test holds stalls the read. Always 200, the defaults, `degraded: true`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests import support
+from tests.sinks import TcpProxy
+
+pytestmark = pytest.mark.slow
+
+SHIPPED = Path(__file__).resolve().parent.parent / "rules"
+BUDGET_MS = 50
+
+
+@dataclass
+class Api:
+    base: str
+    key: dict[str, str]
+    direct: str  # the database, not through the proxy
+    proxy: TcpProxy
+
+    def decide(self, **body: object) -> tuple[httpx.Response, float]:
+        body.setdefault("placements", ["homepage_hero", "cart_drawer"])
+        started = time.perf_counter()
+        response = httpx.post(f"{self.base}/v1/decisions", json=body, headers=self.key, timeout=30)
+        return response, time.perf_counter() - started
+
+
+@pytest.fixture(scope="module")
+def api(make_database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    url = make_database("degraded")
+    parsed = make_url(url)
+    proxy = TcpProxy((parsed.host or "127.0.0.1", parsed.port or 5432))
+    proxy.start()
+    through = parsed.set(port=proxy.port).render_as_string(hide_password=False)
+    tmp = tmp_path_factory.mktemp("degraded")
+    env = {k: v for k, v in os.environ.items() if k not in ("BROKER_URL", "DATABASE_URL")}
+    env.update(DATA_DIR=str(tmp / "data"), RULES_DIR=str(SHIPPED), RULES_WATCH="false")
+    cli = [sys.executable, "-m", "service.cli"]
+    direct = {**env, "DATABASE_URL": url}
+    subprocess.run([*cli, "rules", "reload"], env=direct, check=True, timeout=60)
+    created = subprocess.run(
+        [*cli, "create-api-key", "--name", "shop", "--scope", "storefront"],
+        env=direct,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    key = {"Authorization": f"Bearer {created.stdout.strip().splitlines()[-1]}"}
+    port = support.free_port()
+    env.update(DATABASE_URL=through, PORT=str(port), DECISION_BUDGET_MS=str(BUDGET_MS))
+    log = tmp / "api.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [*cli, "api"], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        support.wait_for(lambda: _up(base), timeout=60)
+        yield Api(base, key, support.libpq_url(url), proxy)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        proxy.stop()
+
+
+def _up(base: str) -> bool | None:
+    try:
+        return httpx.get(f"{base}/healthz", timeout=2).status_code == 200 or None
+    except httpx.HTTPError:
+        return None
+
+
+def _healthy(api: Api) -> dict | None:
+    response, _ = api.decide()
+    body = response.json()
+    return None if body["degraded"] else body
+
+
+def test_a_locked_table_gives_the_defaults_within_the_budget(api: Api) -> None:
+    support.wait_for(lambda: _healthy(api), timeout=30)  # the key is now known
+    with psycopg.connect(api.direct) as conn:
+        conn.execute("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")  # held until the end
+        response, seconds = api.decide(user_id="someone")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["degraded"] is True
+        assert body["placements"]["homepage_hero"]["content"]["source"] == "default"
+        # The lock is held for as long as this block runs; the answer did not wait for it.
+        assert seconds < 1.0, seconds
+        time.sleep(0.5)
+        conn.rollback()
+    support.wait_for(lambda: _healthy(api), timeout=30)
+
+
+def test_a_database_that_is_gone_gives_the_defaults_and_recovers(api: Api) -> None:
+    support.wait_for(lambda: _healthy(api), timeout=30)
+    api.proxy.stop()
+    try:
+        for _ in range(3):  # pooled connections cut, then new ones refused
+            response, seconds = api.decide(user_id="someone")
+            assert response.status_code == 200, response.text
+            assert response.json()["degraded"] is True
+            assert seconds < 2.0, seconds
+        # A key the process has not seen cannot be checked now: only the defaults,
+        # which are the same for everyone, are served.
+        stranger = httpx.post(
+            f"{api.base}/v1/decisions",
+            json={"placements": ["homepage_hero"]},
+            headers={"Authorization": "Bearer pk_unseen"},
+            timeout=30,
+        )
+        assert stranger.status_code == 200
+        assert stranger.json()["degraded"] is True
+        assert stranger.json()["customer_id"] is None
+    finally:
+        api.proxy.start()
+    support.wait_for(lambda: _healthy(api), timeout=30)
+    unknown = httpx.post(
+        f"{api.base}/v1/decisions",
+        json={"placements": ["homepage_hero"]},
+        headers={"Authorization": "Bearer pk_unseen"},
+        timeout=30,
+    )
+    assert unknown.status_code == 401
