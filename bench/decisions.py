@@ -115,6 +115,12 @@ def run(url: str) -> None:
             server.wait(timeout=30)
         results[label] = {**paced, "flat": flat.rate, "flat_p99": flat.p99_ms or float("nan")}
         results[label]["tool"] = flat.tool  # type: ignore[assignment]
+    # Every decision is logged (flushed at shutdown): a degraded answer is a cheap one,
+    # so they are counted, not hidden in the rate.
+    with psycopg.connect(support.libpq_url(url)) as conn:
+        logged, degraded = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE degraded) FROM decisions"
+        ).fetchone()  # type: ignore[misc]
 
     print(
         f"\n{PROFILES:,} profiles, {WORKERS} API processes, paced at {RATE:.0f}/s "
@@ -130,6 +136,7 @@ def run(url: str) -> None:
             f"{label:<36}{r['p50']:>8.2f}{r['p99']:>8.2f}{r['max']:>8.2f}"
             f"{r['rate']:>8.0f}{r['flat']:>9,.0f}{r['flat'] / bare:>9.2f}"
         )
+    print(f"decisions logged: {logged:,}, of which degraded (defaults served): {degraded:,}")
     d = results["POST /v1/decisions"]
     print(
         f"decisions p99 at {RATE:.0f}/s: {d['p99']:.2f} ms (target ≤ 10 ms): "

@@ -14,7 +14,11 @@ from pydantic import BaseModel
 from service import errors
 from service.actions.router import router as actions_router
 from service.auth.router import router as auth_router
+from service.db import database_url
+from service.decisions.fastpath import FastPath
 from service.decisions.log import LOG as DECISION_LOG
+from service.decisions.repository import open_pool
+from service.decisions.router import Reader
 from service.decisions.router import router as decisions_router
 from service.events.router import router as events_router
 from service.events.schemas import ApiEvent, EventsBatch
@@ -49,7 +53,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         watcher.start()
     if settings.decision_log_background:
         DECISION_LOG.start()
+    pool = open_pool(
+        url=database_url(), budget_ms=settings.decision_budget_ms, size=settings.decision_pool_size
+    )
+    await pool.open(wait=False)  # the API starts even while the database is away
+    app.state.decision_reader = Reader(pool)
     yield
+    await pool.close()
     if watcher:
         watcher.stop()
     DECISION_LOG.stop()
@@ -70,6 +80,8 @@ def create_app() -> FastAPI:
     # Concurrent webhook deliveries share one transaction (see service/events/writer.py).
     app.state.delivery_writer = DeliveryWriter()
     errors.install(app)
+    if settings.decision_fast_path:
+        app.add_middleware(FastPath)  # inside the request log: logged like every request
     app.add_middleware(RequestLogMiddleware)
     if settings.cors_allowed_origins:
         app.add_middleware(
@@ -79,6 +91,8 @@ def create_app() -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "Content-Encoding"],
             max_age=3600,
         )
+    # First: the storefront's hot path is matched before the other routes are tried.
+    app.include_router(decisions_router)
     app.include_router(health_router)
     app.include_router(auth_router)
     app.include_router(events_router)
@@ -87,7 +101,6 @@ def create_app() -> FastAPI:
     app.include_router(profiles_router)
     app.include_router(rules_router)
     app.include_router(actions_router)
-    app.include_router(decisions_router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

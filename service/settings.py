@@ -137,14 +137,17 @@ class Settings(BaseSettings):
     # Decisions. The storefront's answer never waits longer than this for the database:
     # after it, the defaults are served with `degraded: true`.
     decision_budget_ms: int = Field(default=50, ge=5, le=5000)
-    # Database reads in flight at once per API process; beyond, a decision is degraded
-    # at once rather than queued behind a slow database.
-    decision_max_reads: int = Field(default=16, ge=1)
+    # Connections per API process for the decision endpoint's reads (a pool of their
+    # own, so other endpoints never hold them up).
+    decision_pool_size: int = Field(default=10, ge=1)
     # The decision log is written by a background thread in batches; at most this many
     # wait in memory (beyond, the oldest are dropped and counted, never the response).
     decision_log_max_pending: int = Field(default=20_000, ge=100)
     decision_log_flush_s: float = Field(default=0.5, gt=0)
     decision_log_background: bool = True
+    # Answer POST /v1/decisions before FastAPI's routing and dependency machinery (the
+    # same code and answers; false: through the router, at several times the CPU).
+    decision_fast_path: bool = True
 
     # Environment name, shown in logs.
     environment: str = "development"

@@ -25,7 +25,6 @@ from service import db
 from service.app import create_app
 from service.auth.service import Scope, create_key
 from service.db import get_engine, get_sessionmaker
-from service.decisions import repository as decisions_repository
 from service.settings import get_settings
 from service.worker import get_celery
 from tests import support
@@ -34,26 +33,16 @@ from tests import support
 # use: the rules watcher runs only in the tests that start the API as a process.
 os.environ.setdefault("RULES_WATCH", "false")
 os.environ.setdefault("DECISION_LOG_BACKGROUND", "false")  # tests flush it themselves
-# In-process decisions read on the test's connection from a thread: a generous budget
-# keeps that thread from outliving its request. The budget's own tests run the API as
-# a process.
+# A generous decision budget for tests in process, where a slow moment of the machine
+# must not turn an answer into the defaults. The budget's own tests set theirs.
 os.environ.setdefault("DECISION_BUDGET_MS", "5000")
 
 
 def clear_caches() -> None:
     if get_engine.cache_info().currsize:
         get_engine().dispose()
-    if decisions_repository.reader.cache_info().currsize:
-        bind = decisions_repository.reader().kw["bind"]
-        bind.dispose()
     # The cached originals: tests may have monkeypatched the module attributes.
-    for cached in (
-        get_settings,
-        get_engine,
-        get_sessionmaker,
-        get_celery,
-        decisions_repository.reader,
-    ):
+    for cached in (get_settings, get_engine, get_sessionmaker, get_celery):
         cached.cache_clear()
 
 
@@ -129,7 +118,6 @@ def connection(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[Conn
             bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False
         )
         monkeypatch.setattr(db, "get_sessionmaker", lambda: factory)
-        monkeypatch.setattr(decisions_repository, "reader", lambda: factory)
         yield conn
         outer.rollback()
 

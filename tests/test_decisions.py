@@ -1,26 +1,33 @@
 """The decision endpoint in process, on PostgreSQL: placements chosen by the shipped
-placement rules, the inbox, the defaults; explain; errors; the decision log."""
+placement rules, the inbox, the defaults; explain; errors; the decision log.
+
+The endpoint reads on a connection pool of its own, so these tests commit, to a
+database of their own; each test uses its own customers."""
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
-from sqlalchemy.orm import Session
 
+from service import db
 from service.actions import service as actions
 from service.actions.models import Action
-from service.auth.service import Scope
+from service.app import create_app
+from service.auth.service import Scope, create_key
 from service.decisions.log import LOG
 from service.decisions.models import Decision, Exposure
 from service.rules import service as rules
-from service.settings import get_settings
+from tests.conftest import clear_caches
+from tests.support import resolve_all
 from tests.test_events_api import track
-from tests.test_rules_service import evaluate, send
 
 SHIPPED = Path(__file__).resolve().parent.parent / "rules"
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -36,24 +43,49 @@ rules:
 """
 
 
-@pytest.fixture
-def keys(api_key) -> dict[str, dict[str, str]]:
-    return {
-        "ingest": api_key(Scope.INGEST),
-        "storefront": api_key(Scope.STOREFRONT),
-        "marketer": api_key(Scope.MARKETER),
-    }
+@dataclass
+class Shop:
+    client: TestClient
+    keys: dict[str, dict[str, str]]
 
 
-@pytest.fixture
-def active(session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    directory = tmp_path / "rules"
+@pytest.fixture(scope="module")
+def shop(make_database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    url = make_database("decisions")
+    directory = tmp_path_factory.mktemp("decisions") / "rules"
     shutil.copytree(SHIPPED, directory)
     (directory / "test_cart_offer.yaml").write_text(CART_OFFER)
-    monkeypatch.setattr(get_settings(), "rules_dir", directory)
-    result = rules.reload(session, directory=directory, origin="cli")
-    assert result.status == "active", result.errors
-    return directory
+    saved = {k: os.environ.get(k) for k in ("DATABASE_URL", "RULES_DIR")}
+    os.environ.update(DATABASE_URL=url, RULES_DIR=str(directory))
+    clear_caches()
+    try:
+        with db.transaction() as session:
+            assert rules.reload(session, directory=directory, origin="cli").status == "active"
+            keys = {}
+            for scope in (Scope.INGEST, Scope.STOREFRONT, Scope.MARKETER):
+                new = create_key(session, name=scope.value, scopes=[scope])
+                keys[scope.value] = {"Authorization": f"Bearer {new.key}"}
+        with TestClient(create_app(), raise_server_exceptions=False) as client:
+            yield Shop(client, keys)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        clear_caches()
+
+
+def send(shop: Shop, *events: dict) -> None:
+    response = shop.client.post(
+        "/v1/events", json={"batch": list(events)}, headers=shop.keys["ingest"]
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == len(events), response.json()
+    resolve_all()
+    with db.transaction() as session:
+        while rules.evaluate_pending(session, now=NOW):
+            pass
 
 
 def identify(user: str, *, marketing: bool = True, **traits: object) -> dict:
@@ -66,31 +98,32 @@ def identify(user: str, *, marketing: bool = True, **traits: object) -> dict:
     }
 
 
-def decide(client: TestClient, keys, *, explain: bool = False, **body: object) -> dict:
+def decide(shop: Shop, *, explain: bool = False, **body: object) -> dict:
     body.setdefault("placements", ["homepage_hero", "cart_drawer", "product_recs"])
     url = "/v1/decisions" + ("?explain=true" if explain else "")
-    response = client.post(url, json=body, headers=keys["storefront"])
+    response = shop.client.post(url, json=body, headers=shop.keys["storefront"])
     assert response.status_code == 200, response.text
     return response.json()
 
 
-def add_segment(session: Session, user: str, segment: str) -> str:
-    customer = session.scalar(
-        text("SELECT customer_id FROM identities WHERE kind = 'user_id' AND value = :u"),
-        {"u": user},
-    )
-    session.execute(
-        text(
-            "INSERT INTO segment_memberships (customer_id, segment, added_by) "
-            "VALUES (:c, :s, 'test')"
-        ),
-        {"c": customer, "s": segment},
-    )
+def add_segment(user: str, segment: str) -> str:
+    with db.transaction() as session:
+        customer = session.scalar(
+            text("SELECT customer_id FROM identities WHERE kind = 'user_id' AND value = :u"),
+            {"u": user},
+        )
+        session.execute(
+            text(
+                "INSERT INTO segment_memberships (customer_id, segment, added_by) "
+                "VALUES (:c, :s, 'test')"
+            ),
+            {"c": customer, "s": segment},
+        )
     return str(customer)
 
 
-def test_an_unknown_visitor_gets_every_default(client: TestClient, keys, active: Path) -> None:
-    body = decide(client, keys, anonymous_id="never-seen")
+def test_an_unknown_visitor_gets_every_default(shop: Shop) -> None:
+    body = decide(shop, anonymous_id="never-seen")
     assert body["customer_id"] is None
     assert body["degraded"] is False
     assert body["segments"] == []
@@ -111,14 +144,11 @@ def test_an_unknown_visitor_gets_every_default(client: TestClient, keys, active:
     assert version["version_id"] is not None
 
 
-def test_a_high_value_customer_gets_premium_content_on_the_homepage(
-    client: TestClient, session: Session, keys, active: Path
-) -> None:
-    send(client, keys, identify("hv1", first_name="Ada"))
-    evaluate(session, now=NOW)
-    customer = add_segment(session, "hv1", "high_value")
+def test_a_high_value_customer_gets_premium_content_on_the_homepage(shop: Shop) -> None:
+    send(shop, identify("hv1", first_name="Ada"))
+    customer = add_segment("hv1", "high_value")
     for who in ({"user_id": "hv1"}, {"anonymous_id": "anon-hv1"}, {"customer_id": customer}):
-        body = decide(client, keys, placements=["homepage_hero"], **who)
+        body = decide(shop, placements=["homepage_hero"], **who)
         assert body["customer_id"] == customer
         assert body["segments"] == ["high_value"]
         assert body["placements"]["homepage_hero"]["content"] == {
@@ -129,13 +159,10 @@ def test_a_high_value_customer_gets_premium_content_on_the_homepage(
         }
 
 
-def test_priority_decides_and_the_answer_is_the_same_each_time(
-    client: TestClient, session: Session, keys, active: Path
-) -> None:
-    send(client, keys, identify("hv2"))
+def test_priority_decides_and_the_answer_is_the_same_each_time(shop: Shop) -> None:
+    send(shop, identify("hv2"))
     send(
-        client,
-        keys,
+        shop,
         track(
             "Order Completed",
             user="hv2",
@@ -145,30 +172,25 @@ def test_priority_decides_and_the_answer_is_the_same_each_time(
             timestamp=(NOW - timedelta(hours=1)).isoformat(),
         ),
     )
-    evaluate(session, now=NOW)
-    first = decide(client, keys, user_id="hv2", placements=["homepage_hero"])
+    first = decide(shop, user_id="hv2", placements=["homepage_hero"])
     assert first["placements"]["homepage_hero"]["content"]["id"] == "welcome_back"
-    add_segment(session, "hv2", "high_value")  # premium_hero has the higher priority
-    second = decide(client, keys, user_id="hv2", placements=["homepage_hero"], explain=True)
+    add_segment("hv2", "high_value")  # premium_hero has the higher priority
+    second = decide(shop, user_id="hv2", placements=["homepage_hero"], explain=True)
     explained = {e["rule"]: e for e in second["placements"]["homepage_hero"]["explain"]}
     assert explained["placements/premium_hero"]["matched"] is True
     assert explained["placements/welcome_back_hero"]["matched"] is True
     assert explained["placements/premium_hero"]["facts"] == {"profile.segments": ["high_value"]}
     assert second["placements"]["homepage_hero"]["content"]["id"] == "premium_collection"
-    third = decide(client, keys, user_id="hv2", placements=["homepage_hero"], explain=True)
+    third = decide(shop, user_id="hv2", placements=["homepage_hero"], explain=True)
     assert third["placements"] == second["placements"]
     assert third["decision_id"] != second["decision_id"]
 
 
-def test_context_decides_and_explain_says_why_a_rule_did_not_match(
-    client: TestClient, keys, active: Path
-) -> None:
-    small = decide(client, keys, placements=["cart_drawer"], context={"cart": {"value": 20}})
+def test_context_decides_and_explain_says_why_a_rule_did_not_match(shop: Shop) -> None:
+    small = decide(shop, placements=["cart_drawer"], context={"cart": {"value": 20}})
     assert small["placements"]["cart_drawer"]["content"]["id"] == "free_shipping_nudge"
     assert small["placements"]["cart_drawer"]["content"]["params"] == {"cart_value": 20.0}
-    big = decide(
-        client, keys, placements=["cart_drawer"], context={"cart": {"value": 80}}, explain=True
-    )
+    big = decide(shop, placements=["cart_drawer"], context={"cart": {"value": 80}}, explain=True)
     assert big["placements"]["cart_drawer"]["content"]["source"] == "default"
     (why,) = big["placements"]["cart_drawer"]["explain"]
     assert why == {
@@ -179,10 +201,8 @@ def test_context_decides_and_explain_says_why_a_rule_did_not_match(
     }
 
 
-def test_a_waiting_cart_offer_shows_in_the_cart_drawer_until_it_expires(
-    client: TestClient, session: Session, keys, active: Path
-) -> None:
-    send(client, keys, identify("c1"))
+def test_a_waiting_cart_offer_shows_in_the_cart_drawer_until_it_expires(shop: Shop) -> None:
+    send(shop, identify("c1"))
     added = track(
         "Product Added",
         user="c1",
@@ -190,27 +210,42 @@ def test_a_waiting_cart_offer_shows_in_the_cart_drawer_until_it_expires(
         product_id="p1",
         timestamp=(NOW - timedelta(minutes=5)).isoformat(),
     )
-    send(client, keys, added)
-    evaluate(session, now=NOW)
-    (action,) = session.scalars(select(Action).where(Action.channel == "inbox"))
-    assert actions.claim(session, action_id=action.id, now=NOW) is None  # stored: inbox
-    session.flush()
-    body = decide(client, keys, user_id="c1", placements=["cart_drawer", "homepage_hero"])
+    send(shop, added)
+    with db.transaction() as session:
+        customer = session.scalar(
+            text("SELECT customer_id FROM identities WHERE kind = 'user_id' AND value = 'c1'")
+        )
+        (action,) = session.scalars(
+            select(Action).where(Action.channel == "inbox", Action.customer_id == customer)
+        )
+        assert actions.claim(session, action_id=action.id, now=NOW) is None  # stored: inbox
+    body = decide(shop, user_id="c1", placements=["cart_drawer", "homepage_hero"])
     (offer,) = body["placements"]["cart_drawer"]["offers"]
     assert (offer["offer"], offer["source"]) == ("CART10", "inbox")
     assert body["placements"]["homepage_hero"]["offers"] == []
     # Without marketing consent it is not shown.
-    client.put("/v1/profiles/user_id:c1/consent", json={"marketing": False}, headers=keys["ingest"])
-    hidden = decide(client, keys, user_id="c1", placements=["cart_drawer"])
+    shop.client.put(
+        "/v1/profiles/user_id:c1/consent", json={"marketing": False}, headers=shop.keys["ingest"]
+    )
+    hidden = decide(shop, user_id="c1", placements=["cart_drawer"])
     assert hidden["placements"]["cart_drawer"]["offers"] == []
-    client.put("/v1/profiles/user_id:c1/consent", json={"marketing": True}, headers=keys["ingest"])
+    shop.client.put(
+        "/v1/profiles/user_id:c1/consent", json={"marketing": True}, headers=shop.keys["ingest"]
+    )
     # An hour later it has expired.
-    session.execute(text("UPDATE inbox_items SET expires_at = now() - interval '1 second'"))
-    later = decide(client, keys, user_id="c1", placements=["cart_drawer"])
+    with db.transaction() as session:
+        session.execute(
+            text(
+                "UPDATE inbox_items SET expires_at = now() - interval '1 second' "
+                "WHERE customer_id = :c"
+            ),
+            {"c": customer},
+        )
+    later = decide(shop, user_id="c1", placements=["cart_drawer"])
     assert later["placements"]["cart_drawer"]["offers"] == []
 
 
-def test_bad_requests_name_the_field(client: TestClient, keys, active: Path) -> None:
+def test_bad_requests_name_the_field(shop: Shop) -> None:
     cases = [
         ({"placements": ["homepage_hero", "nowhere"]}, "body.placements.1", "unknown placement"),
         ({"placements": []}, "body.placements", ""),
@@ -223,39 +258,64 @@ def test_bad_requests_name_the_field(client: TestClient, keys, active: Path) -> 
         ({"placements": ["homepage_hero", "homepage_hero"]}, "body.placements", "twice"),
     ]
     for body, field, words in cases:
-        response = client.post("/v1/decisions", json=body, headers=keys["storefront"])
+        response = shop.client.post("/v1/decisions", json=body, headers=shop.keys["storefront"])
         assert response.status_code == 422, (body, response.text)
         assert response.headers["content-type"] == "application/problem+json"
         errors = response.json()["errors"]
         assert any(e["field"] == field and words in e["message"] for e in errors), (body, errors)
 
 
-def test_a_key_is_required_and_must_hold_storefront(client: TestClient, keys, active: Path) -> None:
+def test_a_key_is_required_and_must_hold_storefront(shop: Shop) -> None:
     body = {"placements": ["homepage_hero"]}
-    assert client.post("/v1/decisions", json=body).status_code == 401
-    unknown = client.post("/v1/decisions", json=body, headers={"Authorization": "Bearer pk_nope"})
+    assert shop.client.post("/v1/decisions", json=body).status_code == 401
+    unknown = shop.client.post(
+        "/v1/decisions", json=body, headers={"Authorization": "Bearer pk_nope"}
+    )
     assert unknown.status_code == 401
-    wrong = client.post("/v1/decisions", json=body, headers=keys["ingest"])
+    wrong = shop.client.post("/v1/decisions", json=body, headers=shop.keys["ingest"])
     assert wrong.status_code == 403
 
 
-def test_each_decision_is_logged_with_its_exposures_after_the_response(
-    client: TestClient, session: Session, keys, active: Path
-) -> None:
+def test_each_decision_is_logged_with_its_exposures_after_the_response(shop: Shop) -> None:
     LOG.flush()
-    body = decide(client, keys, anonymous_id="logged", placements=["homepage_hero", "cart_drawer"])
-    assert session.scalar(select(Decision).where(Decision.id == body["decision_id"])) is None
+    body = decide(shop, anonymous_id="logged", placements=["homepage_hero", "cart_drawer"])
+    with db.transaction() as session:
+        assert session.get(Decision, body["decision_id"]) is None
     assert LOG.flush() == 1
-    row = session.scalar(select(Decision).where(Decision.id == body["decision_id"]))
-    assert row is not None
-    assert row.degraded is False
-    assert row.placements["homepage_hero"]["content"]["id"] == "seasonal_collection"
-    shown = session.execute(
-        select(Exposure.placement, Exposure.kind, Exposure.item, Exposure.source).where(
-            Exposure.decision_id == row.id
-        )
-    ).all()
+    with db.transaction() as session:
+        row = session.get(Decision, body["decision_id"])
+        assert row is not None
+        assert row.degraded is False
+        assert row.placements["homepage_hero"]["content"]["id"] == "seasonal_collection"
+        shown = session.execute(
+            select(Exposure.placement, Exposure.kind, Exposure.item, Exposure.source).where(
+                Exposure.decision_id == row.id
+            )
+        ).all()
     assert sorted(shown) == [
         ("cart_drawer", "content", "cart_reassurance", "default"),
         ("homepage_hero", "content", "seasonal_collection", "default"),
     ]
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "fastapi-route"])
+def test_the_fast_path_and_the_route_answer_alike(shop: Shop, fast: bool, monkeypatch) -> None:
+    from service.settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "decision_fast_path", fast)
+    request = {"placements": ["cart_drawer"], "context": {"cart": {"value": 20}}}
+    with TestClient(create_app()) as client:
+        headers = shop.keys["storefront"]
+        ok = client.post("/v1/decisions?explain=true", json=request, headers=headers)
+        assert ok.status_code == 200, ok.text
+        placement = ok.json()["placements"]["cart_drawer"]
+        assert placement["content"]["id"] == "free_shipping_nudge"
+        assert placement["explain"][0]["matched"] is True
+        assert "x-request-id" in ok.headers
+        bad = client.post("/v1/decisions", content=b"{nope", headers=headers)
+        assert bad.status_code == 422
+        assert bad.headers["content-type"] == "application/problem+json"
+        assert bad.json()["errors"][0]["field"].startswith("body")
+        missing = client.post("/v1/decisions", json=request)
+        assert missing.status_code == 401
+        assert missing.headers["www-authenticate"] == "Bearer"

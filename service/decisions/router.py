@@ -10,34 +10,26 @@ to a background writer.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import orjson
 import structlog
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
-from sqlalchemy.exc import SQLAlchemyError
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 
-from service.auth import repository as keys
+from service import db
 from service.auth.dependencies import bearer
 from service.auth.service import Scope, digest
 from service.decisions import repository, service
 from service.decisions.log import LOG
 from service.decisions.repository import Snapshot
-from service.decisions.schemas import (
-    ContentOut,
-    DecisionIn,
-    DecisionOut,
-    ExplainOut,
-    OfferOut,
-    PlacementOut,
-    RuleVersionOut,
-)
+from service.decisions.schemas import DecisionIn, DecisionOut
 from service.errors import FieldError, ProblemError, problem_responses
 from service.profiles.identity import ANONYMOUS_ID, USER_ID, lookup_key
 from service.rules.service import RUNTIME, Active
@@ -46,7 +38,10 @@ from service.settings import get_settings
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["decisions"])
 
-KEY_CACHE_S = 60.0  # a revoked key keeps working in a running process this long
+KEY_CACHE_S = 60.0
+_CHALLENGE = {
+    "WWW-Authenticate": "Bearer"
+}  # a revoked key keeps working in a running process this long
 
 
 @dataclass(frozen=True)
@@ -56,14 +51,13 @@ class _Read:
     active: Active
 
 
-class _Reader:
-    """The read, on a few threads of its own; a request that finds them all busy (a
-    slow database) is degraded at once instead of queueing."""
+class Reader:
+    """The read, as a task on the event loop, waited for at most the budget. A task
+    still running then (a slow database) is left to end on its own: the server cancels
+    its query at the same budget, and a wait for a pooled connection ends then too."""
 
-    def __init__(self) -> None:
-        size = get_settings().decision_max_reads
-        self._slots = threading.BoundedSemaphore(size)
-        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="decision-read")
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[Any]]) -> None:
+        self.pool = pool
         self._keys: dict[str, tuple[frozenset[str], float]] = {}
         self._files: Active | None = None
 
@@ -72,17 +66,19 @@ class _Reader:
         return hit[0] if hit and hit[1] > time.monotonic() else None
 
     async def read(self, **kwargs: Any) -> _Read | None:
-        if not self._slots.acquire(blocking=False):
-            return None
-        future = self._pool.submit(self._run, **kwargs)
+        task = asyncio.create_task(self._read(**kwargs))
+        task.add_done_callback(_retrieve)
         budget = get_settings().decision_budget_ms / 1000
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), budget)
-        except (TimeoutError, SQLAlchemyError) as exc:
-            log.warning("decision_degraded", reason=type(exc).__name__)
+        done, _ = await asyncio.wait({task}, timeout=budget)
+        if not done:
+            log.warning("decision_degraded", reason="budget")
             return None
+        if task.exception() is not None:
+            log.warning("decision_degraded", reason=type(task.exception()).__name__)
+            return None
+        return task.result()
 
-    def _run(
+    async def _read(
         self,
         *,
         key_hash: str | None,
@@ -90,27 +86,23 @@ class _Reader:
         identity: tuple[str, str] | None,
         placements: list[str],
     ) -> _Read:
-        try:
-            with repository.reader()() as session, session.begin():
-                scopes = None
-                if key_hash is not None:
-                    record = keys.get_active_by_hash(session, key_hash=key_hash)
-                    scopes = frozenset(record.scopes) if record else frozenset()
-                    if record:
-                        self._keys[key_hash] = (scopes, time.monotonic() + KEY_CACHE_S)
-                snapshot = repository.snapshot(
-                    session,
-                    customer_id=customer_id,
-                    identity=identity,
-                    placements=placements,
-                    currency=get_settings().shop_currency,
-                )
-                active = RUNTIME.cached()
-                if snapshot.deployment_id != active.deployment_id:
-                    active = RUNTIME.active(session)  # rules changed: compile once
-            return _Read(scopes, snapshot, active)
-        finally:
-            self._slots.release()
+        async with self.pool.connection() as conn:
+            scopes = None
+            if key_hash is not None:
+                scopes = await repository.key_scopes(conn, key_hash)
+                if scopes:
+                    self._keys[key_hash] = (scopes, time.monotonic() + KEY_CACHE_S)
+            snapshot = await repository.snapshot(
+                conn,
+                customer_id=customer_id,
+                identity=identity,
+                placements=placements,
+                currency=get_settings().shop_currency,
+            )
+        active = RUNTIME.cached()
+        if snapshot.deployment_id != active.deployment_id:
+            active = await asyncio.to_thread(_refresh_rules)  # rules changed: compile once
+        return _Read(scopes, snapshot, active)
 
     def rules_without_database(self) -> Active:
         active = RUNTIME.cached()
@@ -121,28 +113,53 @@ class _Reader:
         return self._files
 
 
-READER = _Reader()
+def _retrieve(task: asyncio.Task[_Read]) -> None:
+    if not task.cancelled():
+        task.exception()  # a late failure, after the answer went, is not "never retrieved"
+
+
+def _refresh_rules() -> Active:
+    with db.transaction() as session:
+        return RUNTIME.active(session)
 
 
 @router.post(
     "/v1/decisions",
     response_model=DecisionOut,
-    response_model_exclude_none=False,
-    responses=problem_responses(401, 403, 422, 500),
+    responses=problem_responses(401, 403, 413, 422, 500),
 )
 async def decide(
+    request: Request,
     body: DecisionIn,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     explain: Annotated[bool, Query(description="Add which rules matched and why.")] = False,
-) -> DecisionOut:
+) -> Response:
     """The content and offers for each placement (scope `storefront`). Always 200 for a
-    valid request: with the database slow or down, the defaults, `degraded: true`."""
-    if credentials is None:
-        raise ProblemError(401, "An API key is required: Authorization: Bearer <key>.")
-    key_hash = digest(credentials.credentials)
-    cached = READER.cached_scopes(key_hash)
+    valid request: with the database slow or down, the defaults, `degraded: true`.
+
+    (Requests are answered by `FastPath` before they reach this route; both run
+    `answer_request`.)"""
+    answer = await answer_request(
+        request.app.state.decision_reader,
+        body=body,
+        token=credentials.credentials if credentials else None,
+        explain=explain,
+    )
+    return Response(orjson.dumps(answer), media_type="application/json")
+
+
+async def answer_request(
+    reader: Reader, *, body: DecisionIn, token: str | None, explain: bool
+) -> dict[str, Any]:
+    """The decision for a validated request; ProblemError for 401, 403 and 422."""
+    if not token:
+        raise ProblemError(
+            401, "An API key is required: Authorization: Bearer <key>.", headers=_CHALLENGE
+        )
+    key_hash = digest(token)
+    cached = reader.cached_scopes(key_hash)
     customer_id, identity = _who(body)
-    got = await READER.read(
+    got = await reader.read(
         key_hash=None if cached is not None else key_hash,
         customer_id=customer_id,
         identity=identity,
@@ -150,12 +167,12 @@ async def decide(
     )
     scopes = cached if cached is not None else (got.scopes if got else None)
     if scopes is not None and not scopes:
-        raise ProblemError(401, "The API key is unknown or revoked.")
+        raise ProblemError(401, "The API key is unknown or revoked.", headers=_CHALLENGE)
     if scopes is not None and not ({Scope.STOREFRONT.value, Scope.ADMIN.value} & scopes):
         raise ProblemError(403, "This API key lacks the 'storefront' scope.")
     # An unverified key (database down, key not seen yet) gets only the defaults, which
     # are the same for everyone.
-    active = got.active if got else READER.rules_without_database()
+    active = got.active if got else reader.rules_without_database()
     snapshot = got.snapshot if got else Snapshot(None, None, [])
     return _answer(body, active=active, snapshot=snapshot, degraded=got is None, explain=explain)
 
@@ -172,7 +189,9 @@ def _who(body: DecisionIn) -> tuple[uuid.UUID | None, tuple[str, str] | None]:
 
 def _answer(
     body: DecisionIn, *, active: Active, snapshot: Snapshot, degraded: bool, explain: bool
-) -> DecisionOut:
+) -> dict[str, Any]:
+    """The response document (DecisionOut's shape), built as plain data: this is the
+    hot path, and FastAPI's response model would validate it all again."""
     defaults = service.defaults_of(active.rulesets)
     unknown = [
         FieldError(field=f"body.placements.{i}", message=f"unknown placement {p!r}")
@@ -182,7 +201,6 @@ def _answer(
     if unknown:
         known = ", ".join(sorted(defaults)) or "none"
         raise ProblemError(422, f"Unknown placement; known: {known}.", errors=unknown)
-    settings = get_settings()
     now = datetime.now(UTC)
     chosen = service.choose(
         engine=RUNTIME.engine,
@@ -192,51 +210,50 @@ def _answer(
         context=body.context.model_dump(exclude_none=True),
         inbox=snapshot.inbox,
         now=now,
-        consent_defaults=settings.consent_defaults,
+        consent_defaults=get_settings().consent_defaults,
         explain=explain,
     )
     profile = snapshot.profile
-    answer = DecisionOut(
-        decision_id=uuid.uuid4(),
-        customer_id=profile.customer_id if profile else None,
-        segments=list(profile.segments) if profile else [],
-        degraded=degraded,
-        rule_versions=[
-            RuleVersionOut(
-                ruleset=r.name,
-                version=r.loaded.definition.version,
-                version_id=active.version_ids.get(r.name),
-                content_hash=r.loaded.content_hash,
-            )
+    answer: dict[str, Any] = {
+        "decision_id": uuid.uuid4(),
+        "customer_id": profile.customer_id if profile else None,
+        "segments": list(profile.segments) if profile else [],
+        "degraded": degraded,
+        "rule_versions": [
+            {
+                "ruleset": r.name,
+                "version": r.loaded.definition.version,
+                "version_id": active.version_ids.get(r.name),
+                "content_hash": r.loaded.content_hash,
+            }
             for r in active.rulesets
             if r.loaded.definition.placements
             or any(k.startswith("placement:") for k in r.by_trigger)
         ],
-        placements={
-            name: PlacementOut(
-                content=ContentOut(**c.content),
-                offers=[OfferOut(**o) for o in c.offers],
-                explain=[ExplainOut(**e) for e in c.explain] if explain else None,
-            )
+        "placements": {
+            name: {
+                "content": c.content,
+                "offers": c.offers,
+                "explain": c.explain if explain else None,
+            }
             for name, c in chosen.items()
         },
-    )
-    _log(answer, body=body, now=now)
+    }
+    _log(answer, context=body.context.model_dump(mode="json", exclude_none=True), now=now)
     return answer
 
 
-def _log(answer: DecisionOut, *, body: DecisionIn, now: datetime) -> None:
+def _log(answer: dict[str, Any], *, context: dict[str, Any], now: datetime) -> None:
     exposures = []
-    for name, placement in answer.placements.items():
-        shown = [
-            ("content", placement.content.id, placement.content.source, placement.content.rule)
-        ]
-        shown += [("offer", o.offer, o.source, o.rule) for o in placement.offers]
+    for name, placement in answer["placements"].items():
+        content = placement["content"]
+        shown = [("content", content["id"], content["source"], content["rule"])]
+        shown += [("offer", o["offer"], o["source"], o["rule"]) for o in placement["offers"]]
         exposures += [
             {
-                "decision_id": answer.decision_id,
+                "decision_id": answer["decision_id"],
                 "decided_at": now,
-                "customer_id": answer.customer_id,
+                "customer_id": answer["customer_id"],
                 "placement": name,
                 "kind": kind,
                 "item": item,
@@ -246,15 +263,15 @@ def _log(answer: DecisionOut, *, body: DecisionIn, now: datetime) -> None:
             for kind, item, source, rule in shown
         ]
     decision = {
-        "id": answer.decision_id,
+        "id": answer["decision_id"],
         "decided_at": now,
-        "customer_id": answer.customer_id,
-        "degraded": answer.degraded,
-        "context": body.context.model_dump(mode="json", exclude_none=True),
+        "customer_id": answer["customer_id"],
+        "degraded": answer["degraded"],
+        "context": context,
         "placements": {
-            name: p.model_dump(mode="json", exclude={"explain"})
-            for name, p in answer.placements.items()
+            name: {"content": p["content"], "offers": p["offers"]}
+            for name, p in answer["placements"].items()
         },
-        "rule_versions": [v.model_dump() for v in answer.rule_versions],
+        "rule_versions": answer["rule_versions"],
     }
     LOG.record(decision, exposures)

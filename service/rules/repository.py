@@ -181,7 +181,7 @@ def profiles(
     return {row.id: profile_from_row(row) for row in rows}
 
 
-def profile_from_row(row: Row[Any]) -> Profile:
+def profile_from_row(row: Any) -> Profile:
     """A profile from a row with the columns `profiles` selects."""
     traits = dict(row.traits or {})
     consent = traits.get("consent")
