@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -57,7 +59,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url=database_url(), budget_ms=settings.decision_budget_ms, size=settings.decision_pool_size
     )
     await pool.open(wait=False)  # the API starts even while the database is away
-    app.state.decision_reader = Reader(pool)
+    app.state.decision_reader = reader = Reader(pool)
+    await asyncio.to_thread(reader.prepare)  # not on a request's time
+    # What start-up allocated (modules, compiled rules, the app) stays for the process's
+    # life: out of the collector's reach, a full collection does not walk it again
+    # while a storefront request waits.
+    gc.freeze()
     yield
     await pool.close()
     if watcher:

@@ -104,12 +104,18 @@ class Reader:
             active = await asyncio.to_thread(_refresh_rules)  # rules changed: compile once
         return _Read(scopes, snapshot, active)
 
+    def prepare(self) -> None:
+        """Compile the rule files on disk: what is served if the database is away before
+        the process has ever read the active rules."""
+        self._files = RUNTIME.from_files(get_settings().rules_dir)
+
     def rules_without_database(self) -> Active:
         active = RUNTIME.cached()
         if active.deployment_id is not None:
             return active
-        if self._files is None:  # never reached the database: the files on disk
-            self._files = RUNTIME.from_files(get_settings().rules_dir)
+        if self._files is None:
+            self.prepare()
+        assert self._files is not None
         return self._files
 
 
