@@ -23,7 +23,9 @@ from tests.sinks import TcpProxy
 pytestmark = pytest.mark.slow
 
 SHIPPED = Path(__file__).resolve().parent.parent / "rules"
-BUDGET_MS = 50
+# Above the default, so that a busy test machine does not make healthy answers late;
+# the lock below is held for as long as the request would wait without a budget.
+BUDGET_MS = 300
 
 
 @dataclass
@@ -32,6 +34,13 @@ class Api:
     key: dict[str, str]
     direct: str  # the database, not through the proxy
     proxy: TcpProxy
+    log: Path
+
+    def healthy(self) -> dict:
+        try:
+            return support.wait_for(lambda: _healthy(self), timeout=30)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.log.read_text()[-4000:]}") from None
 
     def decide(self, **body: object) -> tuple[httpx.Response, float]:
         body.setdefault("placements", ["homepage_hero", "cart_drawer"])
@@ -72,7 +81,7 @@ def api(make_database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api
     base = f"http://127.0.0.1:{port}"
     try:
         support.wait_for(lambda: _up(base), timeout=60)
-        yield Api(base, key, support.libpq_url(url), proxy)
+        yield Api(base, key, support.libpq_url(url), proxy, log)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -93,7 +102,7 @@ def _healthy(api: Api) -> dict | None:
 
 
 def test_a_locked_table_gives_the_defaults_within_the_budget(api: Api) -> None:
-    support.wait_for(lambda: _healthy(api), timeout=30)  # the key is now known
+    api.healthy()  # the key is now known
     with psycopg.connect(api.direct) as conn:
         conn.execute("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")  # held until the end
         response, seconds = api.decide(user_id="someone")
@@ -101,15 +110,16 @@ def test_a_locked_table_gives_the_defaults_within_the_budget(api: Api) -> None:
         body = response.json()
         assert body["degraded"] is True
         assert body["placements"]["homepage_hero"]["content"]["source"] == "default"
-        # The lock is held for as long as this block runs; the answer did not wait for it.
-        assert seconds < 1.0, seconds
+        # The lock is held until this block ends: without the budget the request would
+        # still be waiting (until its 30 s client timeout).
+        assert seconds < 3.0, seconds
         time.sleep(0.5)
         conn.rollback()
-    support.wait_for(lambda: _healthy(api), timeout=30)
+    api.healthy()
 
 
 def test_a_database_that_is_gone_gives_the_defaults_and_recovers(api: Api) -> None:
-    support.wait_for(lambda: _healthy(api), timeout=30)
+    api.healthy()
     api.proxy.stop()
     try:
         for _ in range(3):  # pooled connections cut, then new ones refused
@@ -130,7 +140,7 @@ def test_a_database_that_is_gone_gives_the_defaults_and_recovers(api: Api) -> No
         assert stranger.json()["customer_id"] is None
     finally:
         api.proxy.start()
-    support.wait_for(lambda: _healthy(api), timeout=30)
+    api.healthy()
     unknown = httpx.post(
         f"{api.base}/v1/decisions",
         json={"placements": ["homepage_hero"]},
