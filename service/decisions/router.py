@@ -60,6 +60,8 @@ class Reader:
         self.pool = pool
         self._keys: dict[str, tuple[frozenset[str], float]] = {}
         self._files: Active | None = None
+        self._degraded_count: dict[str, int] = {}
+        self._degraded_logged = 0.0
 
     def cached_scopes(self, key_hash: str) -> frozenset[str] | None:
         hit = self._keys.get(key_hash)
@@ -71,12 +73,21 @@ class Reader:
         budget = get_settings().decision_budget_ms / 1000
         done, _ = await asyncio.wait({task}, timeout=budget)
         if not done:
-            log.warning("decision_degraded", reason="budget")
+            self._degraded("budget")
             return None
         if task.exception() is not None:
-            log.warning("decision_degraded", reason=type(task.exception()).__name__)
+            self._degraded(type(task.exception()).__name__)
             return None
         return task.result()
+
+    def _degraded(self, reason: str) -> None:
+        # At most one line a second: under overload a line per answer would add to it
+        # (and a full log pipe blocks the event loop). Each answer is in the decision log.
+        self._degraded_count[reason] = self._degraded_count.get(reason, 0) + 1
+        now = time.monotonic()
+        if now - self._degraded_logged >= 1.0:
+            log.warning("decisions_degraded", counts=self._degraded_count)
+            self._degraded_count, self._degraded_logged = {}, now
 
     async def _read(
         self,
