@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from bench.ingest import server_url
+from bench.ingest import fresh_database
 from service import db
 from service.events.signatures import sign_standard_webhooks
 from tests import support
@@ -60,14 +60,12 @@ rules:
 
 
 def main() -> None:
-    with server_url() as server, tempfile.TemporaryDirectory() as tmp, http_sink() as sink:
-        name = f"personalize_bench_actions_{uuid.uuid4().hex[:6]}"
-        support.recreate_database(server, name)
-        url = support.with_database(server, name)
-        try:
-            run(url, Path(tmp), sink)
-        finally:
-            support.drop(server, name)
+    with (
+        fresh_database("actions") as url,
+        tempfile.TemporaryDirectory() as tmp,
+        http_sink() as sink,
+    ):
+        run(url, Path(tmp), sink)
 
 
 def run(url: str, tmp: Path, sink: HttpSink) -> None:

@@ -36,7 +36,7 @@ import httpx
 import psycopg
 
 from bench import load
-from bench.ingest import server_url
+from bench.ingest import fresh_database
 from service import db
 from tests import support
 
@@ -50,14 +50,8 @@ PLACEMENTS = ["homepage_hero", "cart_drawer", "product_recs"]
 
 
 def main() -> None:
-    with server_url() as server:
-        name = f"personalize_bench_decisions_{uuid.uuid4().hex[:6]}"
-        support.recreate_database(server, name)
-        url = support.with_database(server, name)
-        try:
-            run(url)
-        finally:
-            support.drop(server, name)
+    with fresh_database("decisions") as url:
+        run(url)
 
 
 def run(url: str) -> None:
@@ -74,21 +68,13 @@ def run(url: str) -> None:
     )
     cli = [sys.executable, "-m", "service.cli"]
     subprocess.run([*cli, "rules", "reload"], env=env, check=True, capture_output=True)
-    key = (
-        subprocess.run(
-            [*cli, "create-api-key", "--name", "bench", "--scope", "storefront"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
+    headers = {
+        **support.cli_key(env, "storefront", name="bench"),
+        "content-type": "application/json",
+    }
     started = time.monotonic()
     seed(support.libpq_url(url))
     print(f"seeded {PROFILES:,} profiles in {time.monotonic() - started:.1f} s", flush=True)
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     requests = [("/v1/decisions", body(), headers) for _ in range(50_000)]
 
     results: dict[str, dict[str, float]] = {}

@@ -179,15 +179,21 @@ def resolve_backlog(url: str, *, processes: int) -> tuple[int, float]:
     return int(backlog[0] if backlog else 0), time.perf_counter() - started
 
 
-def main() -> None:
+@contextmanager
+def fresh_database(label: str) -> Iterator[str]:
+    """A new, empty database for one benchmark run on the bench server; dropped after."""
     with server_url() as server:
-        name = f"personalize_bench_{uuid.uuid4().hex[:6]}"
+        name = f"personalize_bench_{label}_{uuid.uuid4().hex[:6]}"
         support.recreate_database(server, name)
-        url = support.with_database(server, name)
         try:
-            run(url)
+            yield support.with_database(server, name)
         finally:
             support.drop(server, name)
+
+
+def main() -> None:
+    with fresh_database("ingest") as url:
+        run(url)
 
 
 def run(url: str) -> None:

@@ -86,8 +86,7 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
 
-async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ProblemError)
+def problem_of(exc: ProblemError, *, instance: str) -> JSONResponse:
     return problem_response(
         exc.status,
         exc.detail,
@@ -96,8 +95,13 @@ async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
         errors=exc.errors,
         headers=exc.headers,
         extra=exc.extra,
-        instance=request.url.path,
+        instance=instance,
     )
+
+
+async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return problem_of(exc, instance=request.url.path)
 
 
 async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:

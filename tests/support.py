@@ -85,3 +85,21 @@ def resolve_all() -> int:
         while done := resolve_pending(session):
             total += done
     return total
+
+
+def cli_key(env: dict[str, str], *scopes: str, name: str = "test") -> dict[str, str]:
+    """A new API key made by `personalize create-api-key` in a process with `env`, as an
+    Authorization header."""
+    import subprocess
+    import sys
+
+    scope_args = [arg for scope in scopes for arg in ("--scope", scope)]
+    created = subprocess.run(
+        [sys.executable, "-m", "service.cli", "create-api-key", "--name", name, *scope_args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return {"Authorization": f"Bearer {created.stdout.strip().splitlines()[-1]}"}

@@ -163,26 +163,7 @@ def stack(make_database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
             subprocess.run(
                 [sys.executable, "-m", "service.cli", "migrate"], env=env, check=True, timeout=120
             )
-            created = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "service.cli",
-                    "create-api-key",
-                    "--name",
-                    "e2e",
-                    "--scope",
-                    "ingest",
-                    "--scope",
-                    "marketer",
-                ],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=60,
-            )
-            s.ingest = {"Authorization": f"Bearer {created.stdout.strip().splitlines()[-1]}"}
+            s.ingest = support.cli_key(env, "ingest", "marketer", name="e2e")
             for name in ("api", "worker", "scheduler", "timers"):
                 s.start(name)
             support.wait_for(lambda: _live_worker(s), timeout=120, interval=0.5)

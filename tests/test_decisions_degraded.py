@@ -62,15 +62,7 @@ def api(make_database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api
     cli = [sys.executable, "-m", "service.cli"]
     direct = {**env, "DATABASE_URL": url}
     subprocess.run([*cli, "rules", "reload"], env=direct, check=True, timeout=60)
-    created = subprocess.run(
-        [*cli, "create-api-key", "--name", "shop", "--scope", "storefront"],
-        env=direct,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    key = {"Authorization": f"Bearer {created.stdout.strip().splitlines()[-1]}"}
+    key = support.cli_key(direct, "storefront", name="shop")
     port = support.free_port()
     env.update(DATABASE_URL=through, PORT=str(port), DECISION_BUDGET_MS=str(BUDGET_MS))
     log = tmp / "api.log"

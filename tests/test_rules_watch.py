@@ -32,28 +32,7 @@ def test_edits_are_picked_up_without_restart(make_database: object, tmp_path: Pa
         RULES_DIR=str(rules_dir),
         RULES_WATCH="true",
     )
-    key = (
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "service.cli",
-                "create-api-key",
-                "--name",
-                "w",
-                "--scope",
-                "marketer",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
-    headers = {"Authorization": f"Bearer {key}"}
+    headers = support.cli_key(env, "marketer", name="w")
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "api.log"
     with log.open("wb") as out:

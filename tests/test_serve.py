@@ -43,25 +43,7 @@ def test_serve_runs_api_worker_scheduler_on_embedded_postgres(tmp_path: Path) ->
         children = psutil.Process(serve.pid).children(recursive=True)
 
         # A second command attaches to the same embedded server.
-        created = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "service.cli",
-                "create-api-key",
-                "--name",
-                "smoke",
-                "--scope",
-                "admin",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        key = created.stdout.strip().splitlines()[-1]
-        auth = {"Authorization": f"Bearer {key}"}
+        auth = support.cli_key(env, "admin", name="smoke")
         me = httpx.get(f"{base}/v1/api-keys/me", headers=auth)
         assert me.status_code == 200
         assert me.json()["name"] == "smoke"

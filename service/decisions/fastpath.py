@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.decisions.router import answer_request
 from service.decisions.schemas import DecisionIn
-from service.errors import FieldError, ProblemError, problem_response
+from service.errors import FieldError, ProblemError, problem_of
 
 PATH = "/v1/decisions"
 MAX_BODY = 64 * 1024
@@ -42,16 +42,7 @@ class FastPath:
                 explain=_explain(scope),
             )
         except ProblemError as exc:
-            response = problem_response(
-                exc.status,
-                exc.detail,
-                title=exc.title,
-                type_=exc.type,
-                errors=exc.errors,
-                headers=exc.headers,
-                extra=exc.extra,
-                instance=PATH,
-            )
+            response = problem_of(exc, instance=PATH)
             await response(scope, receive, send)
             return
         await send({"type": "http.response.start", "status": 200, "headers": _JSON_HEADERS})
