@@ -127,14 +127,15 @@ def claim(session: Session, *, action_id: int, now: datetime) -> Delivery | None
     settings = get_settings()
     if action.status == "sending" and not _take_over(session, action, settings, now=now):
         return None
-    if _held_back(session, action, settings, now=now):
+    traits = repository.traits(session, action.customer_id)
+    if _held_back(session, action, traits, settings, now=now):
         return None
     if action.channel in DB_CHANNELS:
         _apply(session, action, now=now)
         _settle(session, action, status="sent", reason=None, now=now, attempt_detail="stored")
         return None
     try:
-        delivery = _prepare(session, action, settings, now=now)
+        delivery = _prepare(session, action, traits, settings, now=now)
     except _Unsendable as exc:
         _settle(session, action, status=exc.status, reason=str(exc), now=now)
         return None
@@ -218,10 +219,16 @@ def _take_over(session: Session, action: Action, settings: Settings, *, now: dat
     return False
 
 
-def _held_back(session: Session, action: Action, settings: Settings, *, now: datetime) -> bool:
+def _held_back(
+    session: Session,
+    action: Action,
+    traits: dict[str, Any],
+    settings: Settings,
+    *,
+    now: datetime,
+) -> bool:
     """Consent, expiry, quiet hours and frequency caps, checked just before sending:
     True when the action was cancelled or deferred instead."""
-    traits = repository.traits(session, action.customer_id)
     reason = _blocked(action, traits, settings, now=now)
     if reason:
         _settle(session, action, status="cancelled", reason=reason, now=now)
@@ -313,7 +320,9 @@ class _Unsendable(Exception):
         self.status = status
 
 
-def _prepare(session: Session, action: Action, settings: Settings, *, now: datetime) -> Delivery:
+def _prepare(
+    session: Session, action: Action, traits: dict[str, Any], settings: Settings, *, now: datetime
+) -> Delivery:
     firing = repository.firing(session, action.firing_id)
     assert firing is not None
     attempt = action.attempts + 1
@@ -350,7 +359,6 @@ def _prepare(session: Session, action: Action, settings: Settings, *, now: datet
         name = payload.get("template") or ""
         try:
             template = templates.load(settings.rules_dir, name)
-            traits = repository.traits(session, action.customer_id)
             context = {
                 "offer": payload,
                 "params": payload.get("params", {}),

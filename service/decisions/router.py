@@ -219,12 +219,13 @@ def _answer(
         known = ", ".join(sorted(defaults)) or "none"
         raise ProblemError(422, f"Unknown placement; known: {known}.", errors=unknown)
     now = datetime.now(UTC)
+    context = body.context.model_dump(mode="json", exclude_none=True)  # as sent, for both
     chosen = service.choose(
         engine=RUNTIME.engine,
         rulesets=active.rulesets,
         placements=body.placements,
         profile=snapshot.profile,
-        context=body.context.model_dump(exclude_none=True),
+        context=context,
         inbox=snapshot.inbox,
         now=now,
         consent_defaults=get_settings().consent_defaults,
@@ -256,7 +257,7 @@ def _answer(
             for name, c in chosen.items()
         },
     }
-    _log(answer, context=body.context.model_dump(mode="json", exclude_none=True), now=now)
+    _log(answer, context=context, now=now)
     return answer
 
 
