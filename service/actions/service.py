@@ -11,19 +11,17 @@ receivers use to drop the repeat.
 from __future__ import annotations
 
 import hashlib
-import random
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 import structlog
 from sqlalchemy.orm import Session
 
 from service import crypto
-from service.actions import channels, repository
+from service.actions import channels, policy, repository
 from service.actions.models import Action
 from service.db import advisory_xact_locks
 from service.rules import templates
@@ -171,7 +169,7 @@ def finish(session: Session, *, delivery: Delivery, result: channels.Result, now
     elif outcome == "retry":
         action.status, action.last_error, action.enqueued_at = "pending", result.detail, None
         action.next_attempt_at = now + timedelta(
-            seconds=_backoff(action.attempts, result, settings)
+            seconds=policy.backoff(action.attempts, result, settings)
         )
     else:
         action.status, action.finished_at, action.last_error = "dead", now, result.detail
@@ -229,12 +227,12 @@ def _held_back(
 ) -> bool:
     """Consent, expiry, quiet hours and frequency caps, checked just before sending:
     True when the action was cancelled or deferred instead."""
-    reason = _blocked(action, traits, settings, now=now)
+    reason = policy.blocked(action, traits, settings, now=now)
     if reason:
         _settle(session, action, status="cancelled", reason=reason, now=now)
         return True
     if action.channel == "email":
-        morning = _quiet_until(traits, settings, now=now)
+        morning = policy.quiet_until(traits, settings, now=now)
         if morning is not None:
             action.next_attempt_at, action.enqueued_at = morning, None
             action.reason = f"quiet hours: deferred to {morning.isoformat()}"
@@ -245,48 +243,6 @@ def _held_back(
         _settle(session, action, status="cancelled", reason=reason, now=now)
         return True
     return False
-
-
-def _blocked(
-    action: Action, traits: dict[str, Any], settings: Settings, *, now: datetime
-) -> str | None:
-    if action.purpose:
-        consent = traits.get("consent")
-        given = consent.get(action.purpose) if isinstance(consent, dict) else None
-        if not isinstance(given, bool):
-            given = settings.consent_defaults.get(action.purpose, False)
-        if not given:
-            return f"no consent for {action.purpose}"
-    expires = action.payload.get("expires_at")
-    if expires and datetime.fromisoformat(expires) <= now:
-        return f"expired at {expires} before it was delivered"
-    return None
-
-
-def _quiet_until(traits: dict[str, Any], settings: Settings, *, now: datetime) -> datetime | None:
-    """The end of quiet hours in the customer's timezone, if `now` is within them."""
-    if not settings.quiet_hours:
-        return None
-    start, end = (time.fromisoformat(p) for p in settings.quiet_hours.split("-"))
-    zone = _zone(traits.get("timezone")) or _zone(settings.default_timezone) or UTC
-    local = now.astimezone(zone)
-    t = local.time().replace(tzinfo=None)
-    quiet = (start <= t or t < end) if start > end else (start <= t < end)
-    if not quiet:
-        return None
-    morning = datetime.combine(local.date(), end, tzinfo=zone)
-    if morning <= local:
-        morning = datetime.combine(local.date() + timedelta(days=1), end, tzinfo=zone)
-    return morning.astimezone(UTC)
-
-
-def _zone(name: Any) -> ZoneInfo | None:
-    if not isinstance(name, str) or not name:
-        return None
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
 
 
 def _over_cap(session: Session, action: Action, cap: int, *, now: datetime) -> bool:
@@ -300,15 +256,6 @@ def _over_cap(session: Session, action: Action, cap: int, *, now: datetime) -> b
         exclude=action.id,
     )
     return sent >= cap
-
-
-def _backoff(attempt: int, result: channels.Result, settings: Settings) -> float:
-    """Exponential with full jitter; a receiver's Retry-After is a floor."""
-    ceiling = min(settings.action_retry_max_s, settings.action_retry_base_s * 2 ** (attempt - 1))
-    delay = random.uniform(0, ceiling)
-    if result.retry_after_s is not None:
-        delay = max(delay, min(result.retry_after_s, settings.action_retry_max_s))
-    return delay
 
 
 # --- effects --------------------------------------------------------------------------
