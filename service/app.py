@@ -19,8 +19,8 @@ from service.auth.router import router as auth_router
 from service.db import database_url
 from service.decisions.fastpath import FastPath
 from service.decisions.log import LOG as DECISION_LOG
+from service.decisions.reader import Reader
 from service.decisions.repository import open_pool
-from service.decisions.router import Reader
 from service.decisions.router import router as decisions_router
 from service.events.router import router as events_router
 from service.events.schemas import ApiEvent, EventsBatch

@@ -9,25 +9,19 @@ to a background writer.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-import structlog
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
-from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
 
-from service import db
 from service.auth.dependencies import bearer
 from service.auth.service import Scope, digest
-from service.decisions import repository, service
+from service.decisions import service
 from service.decisions.log import LOG
+from service.decisions.reader import Reader
 from service.decisions.repository import Snapshot
 from service.decisions.schemas import DecisionIn, DecisionOut
 from service.errors import FieldError, ProblemError, problem_responses
@@ -35,109 +29,9 @@ from service.profiles.identity import ANONYMOUS_ID, USER_ID, lookup_key
 from service.rules.service import RUNTIME, Active
 from service.settings import get_settings
 
-log = structlog.get_logger(__name__)
 router = APIRouter(tags=["decisions"])
 
-KEY_CACHE_S = 60.0
-_CHALLENGE = {
-    "WWW-Authenticate": "Bearer"
-}  # a revoked key keeps working in a running process this long
-
-
-@dataclass(frozen=True)
-class _Read:
-    scopes: frozenset[str] | None  # None: no key checked in this read (it was cached)
-    snapshot: Snapshot
-    active: Active
-
-
-class Reader:
-    """The read, as a task on the event loop, waited for at most the budget. A task
-    still running then (a slow database) is left to end on its own: the server cancels
-    its query at the same budget, and a wait for a pooled connection ends then too."""
-
-    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[Any]]) -> None:
-        self.pool = pool
-        self._keys: dict[str, tuple[frozenset[str], float]] = {}
-        self._files: Active | None = None
-        self._degraded_count: dict[str, int] = {}
-        self._degraded_logged = 0.0
-
-    def cached_scopes(self, key_hash: str) -> frozenset[str] | None:
-        hit = self._keys.get(key_hash)
-        return hit[0] if hit and hit[1] > time.monotonic() else None
-
-    async def read(self, **kwargs: Any) -> _Read | None:
-        task = asyncio.create_task(self._read(**kwargs))
-        task.add_done_callback(_retrieve)
-        budget = get_settings().decision_budget_ms / 1000
-        done, _ = await asyncio.wait({task}, timeout=budget)
-        if not done:
-            self._degraded("budget")
-            return None
-        if task.exception() is not None:
-            self._degraded(type(task.exception()).__name__)
-            return None
-        return task.result()
-
-    def _degraded(self, reason: str) -> None:
-        # At most one line a second: under overload a line per answer would add to it
-        # (and a full log pipe blocks the event loop). Each answer is in the decision log.
-        self._degraded_count[reason] = self._degraded_count.get(reason, 0) + 1
-        now = time.monotonic()
-        if now - self._degraded_logged >= 1.0:
-            log.warning("decisions_degraded", counts=self._degraded_count)
-            self._degraded_count, self._degraded_logged = {}, now
-
-    async def _read(
-        self,
-        *,
-        key_hash: str | None,
-        customer_id: uuid.UUID | None,
-        identity: tuple[str, str] | None,
-        placements: list[str],
-    ) -> _Read:
-        async with self.pool.connection() as conn:
-            scopes = None
-            if key_hash is not None:
-                scopes = await repository.key_scopes(conn, key_hash)
-                if scopes:
-                    self._keys[key_hash] = (scopes, time.monotonic() + KEY_CACHE_S)
-            snapshot = await repository.snapshot(
-                conn,
-                customer_id=customer_id,
-                identity=identity,
-                placements=placements,
-                currency=get_settings().shop_currency,
-            )
-        active = RUNTIME.cached()
-        if snapshot.deployment_id != active.deployment_id:
-            active = await asyncio.to_thread(_refresh_rules)  # rules changed: compile once
-        return _Read(scopes, snapshot, active)
-
-    def prepare(self) -> None:
-        """Compile the rule files on disk: what is served if the database is away before
-        the process has ever read the active rules."""
-        self._files = RUNTIME.from_files(get_settings().rules_dir)
-
-    def rules_without_database(self) -> Active:
-        active = RUNTIME.cached()
-        if active.deployment_id is not None:
-            return active
-        if self._files is None:
-            self.prepare()
-        assert self._files is not None
-        return self._files
-
-
-def _retrieve(task: asyncio.Task[_Read]) -> None:
-    if not task.cancelled():
-        task.exception()  # a late failure, after the answer went, is not "never retrieved"
-
-
-def _refresh_rules() -> Active:
-    with db.transaction() as session:
-        return RUNTIME.active(session)
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 @router.post(
