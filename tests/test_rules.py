@@ -79,6 +79,82 @@ def test_rules_test_exits_1_and_names_the_failing_test(tmp_path: Path) -> None:
     assert "expected welcome to act at 2h; acted: welcome at 0s" in run.stdout
 
 
+PLACEMENTS = """
+placements:
+  hero: {content: plain}
+rules:
+  - id: vip_hero
+    priority: 5
+    trigger: {placement: hero}
+    when: [{profile.segments: {contains: vip}}]
+    actions: [{content: {placement: hero, content: gold}}]
+  - id: any_hero
+    trigger: {placement: hero}
+    when: [{profile.orders_count: {gte: 1}}]
+    actions:
+      - content: {placement: hero, content: thanks}
+      - offer: {channel: inbox, offer: SAVE5}
+  - id: welcome
+    trigger: {event: Order Completed}
+    actions: [{segment: {add: customers}}]
+"""
+
+
+def test_decide_tests_expect_what_the_placement_shows() -> None:
+    source = ruleset(
+        PLACEMENTS
+        + """
+tests:
+  - name: priority decides the content; every match shows its offers
+    profile: {segments: [vip], orders_count: 2}
+    decide: {placement: hero}
+    expect: [{rule: vip_hero}, {rule: any_hero}]
+  - name: nobody matches, the default shows
+    decide: {placement: hero}
+    expect: []
+  - name: a wrong expectation fails
+    profile: {orders_count: 2}
+    decide: {placement: hero}
+    expect: [{rule: vip_hero}]
+"""
+    )
+    loaded = load_source("p.yaml", source)
+    results = run_file(loaded, engine=ENGINE, consent_defaults={})
+    assert [r.passed for r in results] == [True, True, False]
+    assert results[2].failures == [
+        "expected vip_hero to act; acted: any_hero at 0s",
+        "any_hero acted at 0s, which the test does not expect",
+    ]
+
+
+def test_decide_tests_name_what_does_not_fit() -> None:
+    source = ruleset(
+        PLACEMENTS
+        + """
+tests:
+  - name: t
+    decide: {placement: footer}
+    expect: [{rule: welcome}, {rule: vip_hero, at: 1h}]
+"""
+    )
+    errors = errors_of(source)
+    assert any("no rule in this file answers 'footer'" in e for e in errors), errors
+    assert any("'welcome' does not answer 'footer'" in e for e in errors), errors
+    assert any("a decide test has no time" in e for e in errors), errors
+    both = ruleset(
+        PLACEMENTS
+        + """
+tests:
+  - name: both
+    events: [{event: Order Completed}]
+    decide: {placement: hero}
+    expect: []
+"""
+    )
+    (error,) = errors_of(both)
+    assert error.endswith("tests.0: give either events or decide"), error
+
+
 # --- errors name the file and the line ---------------------------------------------------
 
 

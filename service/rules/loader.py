@@ -201,7 +201,7 @@ def _semantic(rf: RuleFile) -> Iterator[tuple[tuple[Any, ...], str]]:
     events = BUILTIN_EVENTS | set(rf.events)
     traits = facts.STANDARD_TRAITS | set(rf.traits)
     ids = set()
-    placement_rules = {r.id for r in rf.rules if r.trigger.placement is not None}
+    placement_rules = {r.id: r.trigger.placement for r in rf.rules if r.trigger.placement}
     for i, rule in enumerate(rf.rules):
         at = ("rules", i)
         if rule.id in ids:
@@ -232,14 +232,22 @@ def _semantic(rf: RuleFile) -> Iterator[tuple[tuple[Any, ...], str]]:
         for j, event in enumerate(test.events):
             if event.event not in events:
                 yield ("tests", i, "events", j, "event"), _unknown_event(event.event)
+        asked = test.decide.placement if test.decide else None
+        if asked is not None and asked not in placement_rules.values():
+            yield ("tests", i, "decide", "placement"), f"no rule in this file answers {asked!r}"
         for j, expected in enumerate(test.expect):
+            where = ("tests", i, "expect", j, "rule")
             if expected.rule not in ids:
-                yield ("tests", i, "expect", j, "rule"), f"no rule {expected.rule!r} in this file"
-            elif expected.rule in placement_rules:
+                yield where, f"no rule {expected.rule!r} in this file"
+            elif asked is None and expected.rule in placement_rules:
                 yield (
-                    ("tests", i, "expect", j, "rule"),
+                    where,
                     f"{expected.rule!r} answers placement requests: events never trigger it",
                 )
+            elif asked is not None and placement_rules.get(expected.rule) != asked:
+                yield where, f"{expected.rule!r} does not answer {asked!r}"
+            if asked is not None and expected.at is not None:
+                yield ("tests", i, "expect", j, "at"), "a decide test has no time: drop `at`"
 
 
 def _placement_rule(rule: Rule) -> Iterator[tuple[tuple[Any, ...], str]]:

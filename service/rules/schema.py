@@ -360,11 +360,29 @@ class Expectation(_Strict):
     at: Duration | None = None  # when the rule acts, from the first event; any time if omitted
 
 
+class TestDecision(_Strict):
+    """The storefront asking what to show in `placement`, with this page context."""
+
+    placement: Annotated[str, Field(pattern=IDENTIFIER)]
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
 class RuleTest(_Strict):
+    """Given a profile, either `events` at times relative to the start (expect: the rules
+    that act, and when) or one `decide` request (expect: the placement rule whose content
+    is shown, or nothing for the default)."""
+
     name: str
     profile: TestProfile = Field(default_factory=TestProfile)
-    events: list[TestEvent] = Field(min_length=1)
+    events: list[TestEvent] = Field(default_factory=list)
+    decide: TestDecision | None = None
     expect: list[Expectation]
+
+    @model_validator(mode="after")
+    def _one(self) -> RuleTest:
+        if bool(self.events) == (self.decide is not None):
+            raise ValueError("give either events or decide")
+        return self
 
 
 # --- rules and the file ----------------------------------------------------------------

@@ -23,7 +23,14 @@ from service.rules.facts import (
     trigger_name,
 )
 from service.rules.loader import LoadedRuleset
-from service.rules.schema import RuleTest, TestProfile, parse_duration
+from service.rules.schema import (
+    RuleTest,
+    TestDecision,
+    TestProfile,
+    action_kind,
+    parse_duration,
+    placement_key,
+)
 
 START = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)  # a Monday morning; any fixed instant would do
 CUSTOMER = uuid.UUID(int=1)
@@ -139,8 +146,11 @@ def _run(
     engine: Engine,
     consent_defaults: dict[str, bool],
 ) -> TestResult:
-    store = MemoryStore()
     profile = _Facts(test.profile)
+    if test.decide is not None:
+        shown = _decide(test.decide, ruleset, profile, engine=engine, defaults=consent_defaults)
+        return TestResult(file=file, name=test.name, failures=_compare(test, shown), acted=shown)
+    store = MemoryStore()
     ids = itertools.count(1)
     waiting: list[tuple[datetime, int, TriggerEvent, str]] = []  # due, firing id, trigger, rule
     acted: list[tuple[str, timedelta]] = []
@@ -218,6 +228,31 @@ def _run(
                 waiting.append((outcome.due_at, firing, trigger, outcome.rule.rule.id))
     run_due(None)
     return TestResult(file=file, name=test.name, failures=_compare(test, acted), acted=acted)
+
+
+def _decide(
+    decide: TestDecision,
+    ruleset: CompiledRuleset,
+    profile: _Facts,
+    *,
+    engine: Engine,
+    defaults: dict[str, bool],
+) -> list[tuple[str, timedelta]]:
+    """The rules of this file whose content or offers the placement would show, as the
+    decision endpoint chooses: the content of the highest-priority match (ties by rule
+    id), and the offers of every match."""
+    key = placement_key(decide.placement)
+    facts = profile.facts(now=START, consent_defaults=defaults)
+    tree = {"context": decide.context, "profile": facts}
+    matched = set(engine.match(ruleset, trigger=key, facts=tree, history={}))
+    ranked = sorted(
+        (r for r in ruleset.by_trigger.get(key, ()) if r.rule.id in matched),
+        key=lambda r: (-r.rule.priority, r.rule.id),
+    )
+    kinds = {r.rule.id: {action_kind(a) for a in r.rule.actions} for r in ranked}
+    content = next((r.rule.id for r in ranked if "content" in kinds[r.rule.id]), None)
+    shown = [r.rule.id for r in ranked if r.rule.id == content or "offer" in kinds[r.rule.id]]
+    return [(rule_id, timedelta(0)) for rule_id in shown]
 
 
 def _stored_as(name: str) -> tuple[str, str | None]:
