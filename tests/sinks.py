@@ -125,7 +125,8 @@ class TcpProxy:
     """A TCP forwarder on a fixed local port: `stop()` makes the service behind it
     unreachable (connections cut, new ones refused), `start()` brings it back."""
 
-    def __init__(self, upstream: tuple[str, int]) -> None:
+    def __init__(self, upstream: tuple[str, int] | str) -> None:
+        """`upstream`: (host, port), or the path of a Unix socket."""
         self.upstream = upstream
         self.port = support.free_port()
         self._listener: socket.socket | None = None
@@ -162,7 +163,7 @@ class TcpProxy:
             except OSError:
                 return
             try:
-                server = socket.create_connection(self.upstream, timeout=5)
+                server = _connect(self.upstream)
             except OSError:
                 client.close()
                 continue
@@ -182,3 +183,12 @@ class TcpProxy:
             for s in (source, target):
                 with suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
+
+
+def _connect(upstream: tuple[str, int] | str) -> socket.socket:
+    if isinstance(upstream, str):
+        unix = socket.socket(socket.AF_UNIX)
+        unix.settimeout(5)
+        unix.connect(upstream)
+        return unix
+    return socket.create_connection(upstream, timeout=5)

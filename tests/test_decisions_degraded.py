@@ -53,9 +53,18 @@ class Api:
 def api(make_database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     url = make_database("degraded")
     parsed = make_url(url)
-    proxy = TcpProxy((parsed.host or "127.0.0.1", parsed.port or 5432))
+    socket_dir = parsed.query.get("host")  # the embedded server listens on a Unix socket
+    port = parsed.port or 5432
+    if isinstance(socket_dir, str):
+        proxy = TcpProxy(f"{socket_dir}/.s.PGSQL.{port}")
+    else:
+        proxy = TcpProxy((parsed.host or "127.0.0.1", port))
     proxy.start()
-    through = parsed.set(port=proxy.port).render_as_string(hide_password=False)
+    through = (
+        parsed.set(host="127.0.0.1", port=proxy.port)
+        .difference_update_query(["host", "port"])
+        .render_as_string(hide_password=False)
+    )
     tmp = tmp_path_factory.mktemp("degraded")
     env = {k: v for k, v in os.environ.items() if k not in ("BROKER_URL", "DATABASE_URL")}
     env.update(DATA_DIR=str(tmp / "data"), RULES_DIR=str(SHIPPED), RULES_WATCH="false")
