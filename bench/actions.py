@@ -38,7 +38,7 @@ import psycopg
 
 from bench.ingest import fresh_database
 from service import db
-from service.events.signatures import sign_standard_webhooks
+from service.actions.channels import signed_headers
 from tests import support
 from tests.sinks import HttpSink, http_sink
 
@@ -250,19 +250,8 @@ def throughput(conn: psycopg.Connection[Any], version_id: int, sink: HttpSink) -
                 i = next(counter, None)
             if i is None:
                 return
-            key, ts = f"bare_{i}", int(time.time())
-            client.post(
-                sink.url,
-                content=body,
-                headers={
-                    "content-type": "application/json",
-                    "webhook-id": key,
-                    "webhook-timestamp": str(ts),
-                    "webhook-signature": sign_standard_webhooks(
-                        body, msg_id=key, timestamp=ts, secret=sink.secret
-                    ),
-                },
-            ).raise_for_status()
+            headers = signed_headers(key=f"bare_{i}", body=body, secret=sink.secret)
+            client.post(sink.url, content=body, headers=headers).raise_for_status()
 
     bare_started = time.monotonic()
     threads = [threading.Thread(target=post) for _ in range(2)]

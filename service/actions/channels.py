@@ -36,18 +36,23 @@ def _client() -> httpx.Client:
     return httpx.Client(follow_redirects=False)
 
 
-def post_webhook(*, destination: Destination, key: str, body: bytes) -> Result:
-    """POST `body` to the destination; `webhook-id` is the action's idempotency key,
-    the same on every attempt, so the receiver can drop a repeat."""
+def signed_headers(*, key: str, body: bytes, secret: str) -> dict[str, str]:
+    """Standard Webhooks headers for `body`, signed now under `secret`."""
     timestamp = int(time.time())
-    headers = {
+    return {
         "content-type": "application/json",
         "webhook-id": key,
         "webhook-timestamp": str(timestamp),
         "webhook-signature": sign_standard_webhooks(
-            body, msg_id=key, timestamp=timestamp, secret=destination.secret
+            body, msg_id=key, timestamp=timestamp, secret=secret
         ),
     }
+
+
+def post_webhook(*, destination: Destination, key: str, body: bytes) -> Result:
+    """POST `body` to the destination; `webhook-id` is the action's idempotency key,
+    the same on every attempt, so the receiver can drop a repeat."""
+    headers = signed_headers(key=key, body=body, secret=destination.secret)
     try:
         response = _client().post(
             str(destination.url), content=body, headers=headers, timeout=destination.timeout_s
