@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     # How often RFM scores are recomputed across the customer base.
     rfm_interval_s: float = Field(default=3600.0, gt=0)
 
+    # Segments: how often every customer's membership is recomputed (time alone moves
+    # people out of "added to cart in the last 24 h"), and how many customers one
+    # committed batch of a refresh or backfill takes.
+    segment_refresh_s: float = Field(default=300.0, gt=0)
+    segment_batch_size: int = Field(default=1000, ge=1, le=10_000)
+
     # Rule files (one ruleset per YAML file); the API process activates edits on its own.
     rules_dir: Path = Path("rules")
     rules_watch: bool = True

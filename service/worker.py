@@ -34,6 +34,7 @@ TASK_MODULES = [
     "service.profiles.tasks",
     "service.rules.tasks",
     "service.actions.tasks",
+    "service.segments.tasks",
 ]
 
 
@@ -86,6 +87,15 @@ def make_celery() -> Celery:
             "rfm": {
                 "task": "service.profiles.tasks.recompute_rfm",
                 "schedule": timedelta(seconds=settings.rfm_interval_s),
+            },
+            "segments-refresh": {
+                "task": "service.segments.tasks.refresh",
+                "schedule": timedelta(seconds=settings.segment_refresh_s),
+            },
+            # The sweep behind the nudge sent when a refresh or backfill starts.
+            "segments-advance": {
+                "task": "service.segments.tasks.advance",
+                "schedule": timedelta(seconds=5),
             },
         },
         timezone="UTC",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -15,7 +15,6 @@ from service.actions.models import Action, ActionAttempt, InboxItem
 from service.profiles.identity import EMAIL
 from service.profiles.models import Customer, Identity
 from service.rules.models import RuleFiring
-from service.segments.models import SegmentMembership
 
 
 def insert_actions(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
@@ -139,22 +138,6 @@ def attempts_of(session: Session, action_ids: Sequence[int]) -> list[ActionAttem
 def put_in_inbox(session: Session, **values: Any) -> None:
     session.execute(
         insert(InboxItem).values(**values).on_conflict_do_nothing(index_elements=["action_id"])
-    )
-
-
-def add_to_segment(session: Session, *, customer: uuid.UUID, segment: str, by: str) -> None:
-    session.execute(
-        insert(SegmentMembership)
-        .values(customer_id=customer, segment=segment, added_by=by)
-        .on_conflict_do_nothing(index_elements=["customer_id", "segment"])
-    )
-
-
-def remove_from_segment(session: Session, *, customer: uuid.UUID, segment: str) -> None:
-    session.execute(
-        delete(SegmentMembership).where(
-            SegmentMembership.customer_id == customer, SegmentMembership.segment == segment
-        )
     )
 
 

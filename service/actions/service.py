@@ -26,6 +26,7 @@ from service.actions.models import Action
 from service.db import advisory_xact_locks
 from service.rules import templates
 from service.rules.schema import parse_duration
+from service.segments import service as segments
 from service.settings import Destination, Settings, get_settings
 from service.worker import nudge_after_commit
 
@@ -348,12 +349,12 @@ def _apply(session: Session, action: Action, *, now: datetime) -> None:
         firing = repository.firing(session, action.firing_id)
         by = f"rule:{firing.rule_id}" if firing else "rule"
         if payload.get("add"):
-            repository.add_to_segment(
-                session, customer=action.customer_id, segment=payload["add"], by=by
+            segments.add(
+                session, customer=action.customer_id, segment=payload["add"], by=by, now=now
             )
         else:
-            repository.remove_from_segment(
-                session, customer=action.customer_id, segment=payload["remove"]
+            segments.remove(
+                session, customer=action.customer_id, segment=payload["remove"], by=by, now=now
             )
 
 

@@ -77,7 +77,7 @@ _SNAPSHOT = (
     " c.last_seen_at, c.rfm_recency, c.rfm_frequency, c.rfm_monetary, c.traits,"
     " coalesce(s.total_spent, 0) AS total_spent,"
     " coalesce((SELECT array_agg(m.segment ORDER BY m.segment) FROM segment_memberships AS m"
-    "   WHERE m.customer_id = c.id), '{}') AS segments,"
+    "   WHERE m.customer_id = c.id AND m.exited_at IS NULL), '{}') AS segments,"
     " coalesce((SELECT json_agg(json_build_object('id', x.id, 'kind', x.kind, 'name', x.name,"
     "   'placement', x.placement, 'params', x.params, 'expires_at', x.expires_at)"
     "   ORDER BY x.created_at DESC, x.id DESC) FROM inbox_items AS x"

@@ -6,7 +6,7 @@ import structlog
 
 from service import db
 from service.events import service
-from service.rules.service import EVALUATE_TASK
+from service.rules import EVALUATE_TASK
 from service.worker import NUDGER, get_celery
 
 log = structlog.get_logger(__name__)

@@ -162,6 +162,25 @@ def merge(
     )
     session.execute(text("DELETE FROM product_views WHERE customer_id = :l"), {"l": loser})
     session.execute(text("DELETE FROM customer_spend WHERE customer_id = :l"), {"l": loser})
+    # Segments a rule or the API put the loser in go with them; computed ones are
+    # recomputed for the winner, whose events now include the loser's.
+    session.execute(
+        text(
+            "UPDATE segment_memberships AS m SET customer_id = :winner"
+            " WHERE m.customer_id = :loser AND m.exited_at IS NULL"
+            " AND m.added_by <> 'definition' AND NOT EXISTS (SELECT 1 FROM segment_memberships"
+            "  AS w WHERE w.customer_id = :winner AND w.segment = m.segment"
+            "  AND w.exited_at IS NULL)"
+        ),
+        {"winner": winner, "loser": loser},
+    )
+    session.execute(
+        text(
+            "UPDATE segment_memberships SET exited_at = now(), exited_by = 'merged'"
+            " WHERE customer_id = :loser AND exited_at IS NULL"
+        ),
+        {"loser": loser},
+    )
     session.execute(
         update(Customer).where(Customer.merged_into_id == loser).values(merged_into_id=winner)
     )

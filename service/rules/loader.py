@@ -1,7 +1,7 @@
 """Read rule files: YAML → validated `RuleFile`, or errors that name the file and line.
 
-A set of files is loaded all together or not at all: `load_directory` returns either
-every ruleset or every error found, so a reload never activates half a change.
+A set of files is loaded all together or not at all: `load_all` returns either every
+ruleset and segment or every error found, so a reload never activates half a change.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -20,18 +20,28 @@ from service.rules import facts, templates
 from service.rules.schema import (
     OPERATORS,
     AbsentCondition,
+    AbsentSpec,
     AllCondition,
     AnyCondition,
     Condition,
     CountCondition,
+    CountSpec,
     FactCondition,
     NotCondition,
     Rule,
     RuleFile,
+    SegmentFile,
     parse_duration,
 )
 
-BUILTIN_EVENTS = frozenset(ECOMMERCE_EVENTS | {"Page Viewed", "Screen Viewed", "Identify"})
+# Entering and leaving a segment are events too (properties: segment, version, reason).
+SEGMENT_EVENTS = frozenset({"Segment Entered", "Segment Left"})
+BUILTIN_EVENTS = frozenset(
+    ECOMMERCE_EVENTS | SEGMENT_EVENTS | {"Page Viewed", "Screen Viewed", "Identify"}
+)
+M = TypeVar("M", bound=BaseModel)
+SEGMENTS_DIR = "segments"  # under the rules directory
+SEGMENT_PREFIX = "segment:"  # the name a segment's stored versions are kept under
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,24 @@ class LoadedRuleset:
         return self.definition.ruleset
 
 
+@dataclass(frozen=True)
+class LoadedSegment:
+    """A validated segment file and the exact text it came from."""
+
+    file: str  # relative to the rules directory: `segments/<name>.yaml`
+    source: str
+    content_hash: str
+    definition: SegmentFile
+
+    @property
+    def name(self) -> str:
+        return self.definition.segment
+
+    @property
+    def version_name(self) -> str:
+        return SEGMENT_PREFIX + self.name
+
+
 def content_hash(source: str) -> str:
     return hashlib.sha256(source.encode()).hexdigest()
 
@@ -83,6 +111,36 @@ def load_directory(directory: Path) -> list[LoadedRuleset]:
     if errors:
         raise RulesInvalid(errors)
     return loaded
+
+
+def load_all(directory: Path) -> tuple[list[LoadedRuleset], list[LoadedSegment]]:
+    """The rule files and the segment files (`segments/`), or RulesInvalid with every
+    error in either."""
+    errors: list[RuleError] = []
+    rulesets: list[LoadedRuleset] = []
+    try:
+        rulesets = load_directory(directory)
+    except RulesInvalid as exc:
+        errors.extend(exc.errors)
+    segments: list[LoadedSegment] = []
+    for path in segment_files(directory):
+        try:
+            segments.append(
+                load_segment_source(f"{SEGMENTS_DIR}/{path.name}", path.read_text(encoding="utf-8"))
+            )
+        except RulesInvalid as exc:
+            errors.extend(exc.errors)
+    errors.extend(_segments_across(rulesets, segments))
+    if errors:
+        raise RulesInvalid(errors)
+    return rulesets, segments
+
+
+def segment_files(directory: Path) -> list[Path]:
+    folder = directory / SEGMENTS_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
 def load_sources(sources: Iterable[tuple[str, str]]) -> list[LoadedRuleset]:
@@ -100,6 +158,31 @@ def load_sources(sources: Iterable[tuple[str, str]]) -> list[LoadedRuleset]:
 
 
 def load_source(file: str, source: str) -> LoadedRuleset:
+    node, definition = _parse(file, source, RuleFile)
+    errors = [
+        RuleError(file, _line(node, path), message) for path, message in _semantic(definition)
+    ]
+    if errors:
+        raise RulesInvalid(errors)
+    return LoadedRuleset(
+        file=file, source=source, content_hash=content_hash(source), definition=definition
+    )
+
+
+def load_segment_source(file: str, source: str) -> LoadedSegment:
+    node, definition = _parse(file, source, SegmentFile)
+    errors = [
+        RuleError(file, _line(node, path), message)
+        for path, message in _segment_semantic(definition)
+    ]
+    if errors:
+        raise RulesInvalid(errors)
+    return LoadedSegment(
+        file=file, source=source, content_hash=content_hash(source), definition=definition
+    )
+
+
+def _parse(file: str, source: str, model: type[M]) -> tuple[yaml.Node, M]:
     try:
         node = yaml.compose(source, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -111,17 +194,9 @@ def load_source(file: str, source: str) -> LoadedRuleset:
         raise RulesInvalid(errors)
     data = yaml.SafeLoader(source).construct_document(node)
     try:
-        definition = RuleFile.model_validate(data)
+        return node, model.model_validate(data)
     except ValidationError as exc:
         raise RulesInvalid(_validation_errors(file, node, exc)) from None
-    errors = [
-        RuleError(file, _line(node, path), message) for path, message in _semantic(definition)
-    ]
-    if errors:
-        raise RulesInvalid(errors)
-    return LoadedRuleset(
-        file=file, source=source, content_hash=content_hash(source), definition=definition
-    )
 
 
 def _yaml_error(file: str, exc: yaml.YAMLError) -> RuleError:
@@ -248,6 +323,50 @@ def _semantic(rf: RuleFile) -> Iterator[tuple[tuple[Any, ...], str]]:
                 yield where, f"{expected.rule!r} does not answer {asked!r}"
             if asked is not None and expected.at is not None:
                 yield ("tests", i, "expect", j, "at"), "a decide test has no time: drop `at`"
+
+
+def _segment_semantic(sf: SegmentFile) -> Iterator[tuple[tuple[Any, ...], str]]:
+    """A segment is a statement about the customer now: the profile and windows of
+    their events that end now. There is no trigger event, so no `event.`, `context.` or
+    `same`; and no other segments, whose membership may be being computed too."""
+    events = BUILTIN_EVENTS | set(sf.events)
+    traits = facts.STANDARD_TRAITS | set(sf.traits)
+    for i, condition in enumerate(sf.when):
+        for path, message in _condition(condition, events, traits, top=True):
+            yield ("when", i, *path), message
+        for fact in _fact_paths(condition):
+            if not fact.startswith("profile."):
+                yield ("when", i), f"{fact}: segments test the profile and its events, no event"
+            elif fact == "profile.segments":
+                yield ("when", i), "a segment cannot depend on other segments' members"
+        for window in _windows_in(condition):
+            if window.same:
+                yield ("when", i), "segments have no trigger event to be the same as: drop `same`"
+    conflict = _contradiction(sf.when)
+    if conflict:
+        yield ("when",), f"no customer can ever be in this segment: {conflict}"
+    for i, test in enumerate(sf.tests):
+        for key in sorted(set(test.profile.model_dump()) - {"traits", "segments", "consent"}):
+            if key not in facts.PROFILE_FACTS:
+                yield (
+                    ("tests", i, "profile", key),
+                    f"unknown profile fact {key!r}; use {', '.join(sorted(facts.PROFILE_FACTS))}",
+                )
+        for j, past in enumerate(test.history):
+            if past.event not in events:
+                yield ("tests", i, "history", j, "event"), _unknown_event(past.event)
+
+
+def _windows_in(condition: BaseModel) -> Iterator[CountSpec | AbsentSpec]:
+    if isinstance(condition, CountCondition):
+        yield condition.count
+    elif isinstance(condition, AbsentCondition):
+        yield condition.absent
+    elif isinstance(condition, AllCondition | AnyCondition):
+        for item in condition.all if isinstance(condition, AllCondition) else condition.any:
+            yield from _windows_in(item)
+    elif isinstance(condition, NotCondition):
+        yield from _windows_in(condition.not_)
 
 
 def _placement_rule(rule: Rule) -> Iterator[tuple[tuple[Any, ...], str]]:
@@ -435,6 +554,32 @@ def _across_files(loaded: list[LoadedRuleset]) -> Iterator[RuleError]:
                     f"rule id {rule.id!r} is also used in {rules[rule.id]}",
                 )
             rules.setdefault(rule.id, item.file)
+
+
+def _segments_across(
+    rulesets: list[LoadedRuleset], segments: list[LoadedSegment]
+) -> Iterator[RuleError]:
+    """Segment ids are unique, and a segment with a definition is computed: rules may
+    add customers to and remove them from other segments only."""
+    defined: dict[str, str] = {}
+    for item in segments:
+        if item.name in defined:
+            yield RuleError(
+                item.file, 1, f"segment {item.name!r} is also defined in {defined[item.name]}"
+            )
+        defined.setdefault(item.name, item.file)
+    for ruleset in rulesets:
+        for rule in ruleset.definition.rules:
+            for action in rule.actions:
+                spec = getattr(action, "segment", None)
+                name = spec and (spec.add or spec.remove)
+                if name in defined:
+                    yield RuleError(
+                        ruleset.file,
+                        _rule_line(ruleset, rule.id),
+                        f"rule {rule.id}: segment {name!r} is computed from {defined[name]}; "
+                        "rules can add to and remove from other segments only",
+                    )
 
 
 def _email_templates(loaded: list[LoadedRuleset], directory: Path) -> Iterator[RuleError]:

@@ -171,7 +171,7 @@ def profiles(
             "coalesce(s.total_spent, 0) AS total_spent, "
             "coalesce((SELECT array_agg(m.segment ORDER BY m.segment) "
             "          FROM segment_memberships AS m "
-            "          WHERE m.customer_id = c.id), '{}') AS segments "
+            "          WHERE m.customer_id = c.id AND m.exited_at IS NULL), '{}') AS segments "
             "FROM customers AS c LEFT JOIN customer_spend AS s "
             "  ON s.customer_id = c.id AND s.currency = :currency "
             "WHERE c.id = ANY(CAST(:ids AS uuid[]))"

@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     RootModel,
     Tag,
+    TypeAdapter,
     model_validator,
 )
 
@@ -423,8 +424,45 @@ class RuleFile(_Strict):
     tests: list[RuleTest] = Field(default_factory=list)
 
 
+# --- segment files ---------------------------------------------------------------------
+
+
+class PastEvent(_Strict):
+    """An event the test's customer did `ago` before the segment is evaluated."""
+
+    ago: Duration
+    event: str
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class SegmentTest(_Strict):
+    """Given a profile and past events, is the customer in the segment (`in`) or not
+    (`out`)?"""
+
+    name: str
+    profile: TestProfile = Field(default_factory=TestProfile)
+    history: list[PastEvent] = Field(default_factory=list)
+    expect: Literal["in", "out"]
+
+
+class SegmentFile(_Strict):
+    """One segment, in `rules/segments/`: the customers for whom every `when` condition
+    holds now. Conditions test the profile (computed traits, traits, consent) and the
+    customer's events in windows that end now (`count`, `absent`)."""
+
+    segment: Annotated[str, Field(pattern=IDENTIFIER)]
+    version: int = Field(ge=1)
+    description: str = ""
+    events: list[str] = Field(default_factory=list)
+    traits: list[str] = Field(default_factory=list)
+    when: list[Condition] = Field(min_length=1)
+    tests: list[SegmentTest] = Field(default_factory=list)
+
+
 def json_schema() -> dict[str, Any]:
-    schema = RuleFile.model_json_schema(by_alias=True)
+    """One schema for both kinds of file: a rule file (`ruleset:`) or, under
+    `segments/`, a segment file (`segment:`)."""
+    schema = TypeAdapter(RuleFile | SegmentFile).json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "Personalize rule file"
+    schema["title"] = "Personalize rule or segment file"
     return schema

@@ -22,20 +22,22 @@ from service.rules import evaluator, loader, repository
 from service.rules.engine import CompiledRuleset, Engine
 from service.rules.evaluator import Outcome
 from service.rules.facts import Profile, TriggerEvent
-from service.rules.loader import LoadedRuleset, RulesInvalid
+from service.rules.loader import SEGMENT_PREFIX, LoadedRuleset, LoadedSegment, RulesInvalid
 from service.rules.models import RuleDeployment, RuleFiring
+from service.segments import service as segments
+from service.segments.definitions import CompiledSegments, compile_segments
 from service.settings import get_settings
 
 log = structlog.get_logger(__name__)
-
-EVALUATE_TASK = "service.rules.tasks.evaluate_pending"
 
 
 @dataclass(frozen=True)
 class Active:
     deployment_id: int | None
     rulesets: list[CompiledRuleset]
-    version_ids: dict[str, int]  # ruleset name → ruleset_versions.id
+    # ruleset name, or `segment:<name>` → ruleset_versions.id
+    version_ids: dict[str, int]
+    segments: CompiledSegments | None = None
 
     def ruleset(self, name: str) -> CompiledRuleset | None:
         return next((r for r in self.rulesets if r.name == name), None)
@@ -54,15 +56,17 @@ class _Runtime:
         with self._lock:
             if deployment_id == self._active.deployment_id:
                 return self._active
-        compiled, ids = [], {}
+        compiled, ids, segment_files = [], {}, []
         if deployment_id is not None:
             deployment = repository.get_deployment(session, deployment_id)
             assert deployment is not None
             for row in repository.versions(session, deployment.version_ids):
-                loaded = loader.load_source(row.file, row.source)
-                compiled.append(self.engine.compile(loaded))
                 ids[row.name] = row.id
-        active = Active(deployment_id, compiled, ids)
+                if row.name.startswith(SEGMENT_PREFIX):
+                    segment_files.append(loader.load_segment_source(row.file, row.source))
+                else:
+                    compiled.append(self.engine.compile(loader.load_source(row.file, row.source)))
+        active = Active(deployment_id, compiled, ids, compile_segments(self.engine, segment_files))
         with self._lock:
             self._active = active
         return active
@@ -76,10 +80,15 @@ class _Runtime:
         """The rule files on disk, compiled but not activated: what a process serves
         before it has ever reached the database."""
         try:
-            loaded = loader.load_directory(directory)
+            loaded, segment_files = loader.load_all(directory)
         except (RulesInvalid, OSError):
             return Active(None, [], {})
-        return Active(None, [self.engine.compile(item) for item in loaded], {})
+        return Active(
+            None,
+            [self.engine.compile(item) for item in loaded],
+            {},
+            compile_segments(self.engine, segment_files),
+        )
 
 
 RUNTIME = _Runtime()
@@ -97,8 +106,10 @@ class ReloadResult:
 
 def files_hash(directory: Path) -> str:
     digest = hashlib.sha256()
-    for path in sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml"))
+    for path in files + loader.segment_files(directory):
+        name = path.relative_to(directory).as_posix()
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
@@ -116,7 +127,7 @@ def reload(session: Session, *, directory: Path, origin: str) -> ReloadResult:
         if active_id is not None:
             return ReloadResult("unchanged", active_id, [])
     try:
-        loaded = loader.load_directory(directory)
+        loaded, segment_files = loader.load_all(directory)
     except RulesInvalid as exc:
         errors = [e.as_dict() for e in exc.errors]
         deployment = repository.add_deployment(
@@ -131,27 +142,37 @@ def reload(session: Session, *, directory: Path, origin: str) -> ReloadResult:
             "rules_rejected", deployment_id=deployment.id, errors=[str(e) for e in exc.errors]
         )
         return ReloadResult("rejected", deployment.id, errors)
-    deployment = _activate(session, loaded, origin=origin, files_hash=digest)
+    deployment = _activate(
+        session, loaded, segment_files, origin=origin, files_hash=digest, previous=active_id
+    )
     return ReloadResult("active", deployment.id, [])
 
 
 def _activate(
-    session: Session, loaded: list[LoadedRuleset], *, origin: str, files_hash: str | None
+    session: Session,
+    loaded: list[LoadedRuleset],
+    segment_files: list[LoadedSegment],
+    *,
+    origin: str,
+    files_hash: str | None,
+    previous: int | None,
 ) -> RuleDeployment:
+    files: list[LoadedRuleset | LoadedSegment] = [*loaded, *segment_files]
     ids = [
         repository.ensure_version(
             session,
-            name=item.name,
+            name=item.name if isinstance(item, LoadedRuleset) else item.version_name,
             version=item.definition.version,
             content_hash=item.content_hash,
             file=item.file,
             source=item.source,
         )
-        for item in loaded
+        for item in files
     ]
     deployment = repository.add_deployment(
         session, origin=origin, status="active", files_hash=files_hash, version_ids=ids, errors=[]
     )
+    _segments_changed(session, previous, ids)
     log.info(
         "rules_activated",
         deployment_id=deployment.id,
@@ -197,8 +218,27 @@ def rollback(
         errors=[],
         note=note,
     )
+    _segments_changed(session, current_id, ids)
     log.info("rules_rolled_back", deployment_id=deployment.id, note=note)
     return deployment
+
+
+def _segments_changed(session: Session, previous: int | None, version_ids: list[int]) -> None:
+    """Backfill the segments whose definition this change adds, alters or removes."""
+    before = repository.get_deployment(session, previous) if previous else None
+    segments.definitions_changed(
+        session,
+        before=_segment_hashes(session, before.version_ids if before else []),
+        after=_segment_hashes(session, version_ids),
+    )
+
+
+def _segment_hashes(session: Session, version_ids: list[int]) -> dict[str, str]:
+    return {
+        row.name.removeprefix(SEGMENT_PREFIX): row.content_hash
+        for row in repository.versions(session, version_ids)
+        if row.name.startswith(SEGMENT_PREFIX)
+    }
 
 
 # --- evaluation -----------------------------------------------------------------------------
@@ -236,7 +276,21 @@ def evaluate_pending(session: Session, *, limit: int = 500, now: datetime | None
         active = RUNTIME.active(session)
     oldest = now - timedelta(seconds=settings.rules_max_event_age_s)
     fresh = [e for e in events if e.occurred_at >= oldest]
-    repository.lock_customers(session, {e.customer_id for e in fresh if e.customer_id})
+    repository.lock_customers(session, {e.customer_id for e in events if e.customer_id})
+    if active.segments is not None:
+        # Segments first, so rules see the membership this event brought about. The
+        # events that announce a change need not recompute it.
+        segments.update(
+            session,
+            engine=RUNTIME.engine,
+            compiled=active.segments,
+            version_ids=active.version_ids,
+            customers={
+                e.customer_id for e in events if e.customer_id and e.source != segments.SOURCE
+            },
+            now=now,
+            reason="event",
+        )
     profiles = repository.profiles(
         session, {e.customer_id for e in fresh if e.customer_id}, currency=settings.shop_currency
     )

@@ -6,7 +6,7 @@ from collections.abc import Callable
 import structlog
 
 from service import db
-from service.rules import service
+from service.rules import EVALUATE_TASK, service
 from service.worker import get_celery
 
 log = structlog.get_logger(__name__)
@@ -30,7 +30,7 @@ def _drain(step: Callable[..., int], name: str) -> int:
     return total
 
 
-@get_celery().task(name=service.EVALUATE_TASK, acks_late=True, ignore_result=True)
+@get_celery().task(name=EVALUATE_TASK, acks_late=True, ignore_result=True)
 def evaluate_pending() -> int:
     """Evaluate resolved events against the active rules (the events outbox)."""
     return _drain(service.evaluate_pending, "events_evaluated")

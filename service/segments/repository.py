@@ -1,0 +1,262 @@
+"""SQL for segments: open and closed membership periods, the events that announce
+them, the window counts segments read, the runs that walk every customer, and the
+marketer's views (sizes, members, history)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Row, and_, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from service.events.models import Event
+from service.profiles.models import Customer
+from service.segments.models import OPEN, SegmentMembership, SegmentRun
+
+# --- membership ------------------------------------------------------------------------------
+
+
+def open_memberships(
+    session: Session, customers: Iterable[uuid.UUID], segments: Iterable[str]
+) -> dict[uuid.UUID, dict[str, tuple[int, str]]]:
+    """customer → {segment: (open period id, added_by)}, for these segments."""
+    rows = session.execute(
+        select(
+            SegmentMembership.customer_id,
+            SegmentMembership.segment,
+            SegmentMembership.id,
+            SegmentMembership.added_by,
+        )
+        .where(OPEN)
+        .where(SegmentMembership.customer_id.in_(list(customers)))
+        .where(SegmentMembership.segment.in_(list(segments)))
+    )
+    found: dict[uuid.UUID, dict[str, tuple[int, str]]] = {}
+    for customer, segment, period, added_by in rows:
+        found.setdefault(customer, {})[segment] = (period, added_by)
+    return found
+
+
+def enter(session: Session, rows: Sequence[dict[str, Any]], *, at: datetime) -> list[Row[Any]]:
+    """Open a period for each row (customer_id, segment, added_by, version, version_id)
+    that has none open; returns the periods opened (id, customer_id, segment, version)."""
+    if not rows:
+        return []
+    statement = (
+        pg_insert(SegmentMembership)
+        .values([{**row, "entered_at": at} for row in rows])
+        .on_conflict_do_nothing(index_elements=["customer_id", "segment"], index_where=OPEN)
+        .returning(
+            SegmentMembership.id,
+            SegmentMembership.customer_id,
+            SegmentMembership.segment,
+            SegmentMembership.version,
+        )
+    )
+    return list(session.execute(statement))
+
+
+def leave(session: Session, periods: Sequence[int], *, at: datetime, by: str) -> list[Row[Any]]:
+    """Close these periods if still open; returns those closed."""
+    if not periods:
+        return []
+    return list(
+        session.execute(
+            update(SegmentMembership)
+            .where(SegmentMembership.id.in_(list(periods)), OPEN)
+            .values(exited_at=at, exited_by=by)
+            .returning(
+                SegmentMembership.id,
+                SegmentMembership.customer_id,
+                SegmentMembership.segment,
+                SegmentMembership.version,
+            )
+        )
+    )
+
+
+def open_period(session: Session, *, customer: uuid.UUID, segment: str) -> int | None:
+    return session.scalar(
+        select(SegmentMembership.id).where(
+            SegmentMembership.customer_id == customer, SegmentMembership.segment == segment, OPEN
+        )
+    )
+
+
+def add_events(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Events on profiles, already resolved: rules evaluate them next."""
+    if rows:
+        session.execute(
+            pg_insert(Event)
+            .values(list(rows))
+            .on_conflict_do_nothing(index_elements=["source", "message_id"])
+        )
+
+
+# --- what segments read ----------------------------------------------------------------------
+
+
+def window_counts(
+    session: Session,
+    customers: Sequence[uuid.UUID],
+    bounds: Sequence[tuple[str, str, str | None, datetime]],
+    *,
+    now: datetime,
+) -> dict[uuid.UUID, dict[str, int]]:
+    """For each customer, how many of their events fall in each window: one grouped scan
+    of their events since the earliest window start. `bounds` are (key, type, name or
+    None for any, since); a key given twice (an absence of several events) adds up."""
+    if not customers or not bounds:
+        return {}
+    columns = []
+    for i, (_key, type_, name, since) in enumerate(bounds):
+        condition = and_(Event.type == type_, Event.occurred_at >= since)
+        if name is not None:
+            condition = and_(condition, Event.name == name)
+        columns.append(func.count().filter(condition).label(f"w{i}"))
+    rows = session.execute(
+        select(Event.customer_id, *columns)
+        .where(Event.customer_id.in_(list(customers)))
+        .where(Event.occurred_at >= min(b[3] for b in bounds), Event.occurred_at <= now)
+        .group_by(Event.customer_id)
+    )
+    counts: dict[uuid.UUID, dict[str, int]] = {}
+    for customer, *values in rows:
+        found = counts.setdefault(cast(uuid.UUID, customer), {})
+        for (key, *_rest), value in zip(bounds, values, strict=True):
+            found[key] = found.get(key, 0) + int(value)
+    return counts
+
+
+def customers_after(session: Session, after: uuid.UUID | None, *, limit: int) -> list[uuid.UUID]:
+    """The next customers in id order (not merged into another)."""
+    statement = (
+        select(Customer.id)
+        .where(Customer.merged_into_id.is_(None))
+        .order_by(Customer.id)
+        .limit(limit)
+    )
+    if after is not None:
+        statement = statement.where(Customer.id > after)
+    return list(session.scalars(statement))
+
+
+def count_customers(session: Session) -> int:
+    return (
+        session.scalar(
+            select(func.count()).select_from(Customer).where(Customer.merged_into_id.is_(None))
+        )
+        or 0
+    )
+
+
+# --- runs ------------------------------------------------------------------------------------
+
+
+def add_run(session: Session, *, kind: str, segments: Sequence[str], total: int) -> SegmentRun:
+    run = SegmentRun(kind=kind, segments=list(segments), status="running", total=total)
+    session.add(run)
+    session.flush()
+    return run
+
+
+def running(session: Session, *, kind: str | None = None) -> list[SegmentRun]:
+    statement = select(SegmentRun).where(SegmentRun.status == "running").order_by(SegmentRun.id)
+    if kind is not None:
+        statement = statement.where(SegmentRun.kind == kind)
+    return list(session.scalars(statement))
+
+
+def claim_run(session: Session) -> SegmentRun | None:
+    """The oldest running run no other worker is advancing, locked."""
+    return session.scalars(
+        select(SegmentRun)
+        .where(SegmentRun.status == "running")
+        .order_by(SegmentRun.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    ).first()
+
+
+def get_run(session: Session, run_id: int) -> SegmentRun | None:
+    return session.get(SegmentRun, run_id)
+
+
+def recent_runs(session: Session, *, limit: int) -> list[SegmentRun]:
+    return list(session.scalars(select(SegmentRun).order_by(SegmentRun.id.desc()).limit(limit)))
+
+
+# --- the marketer's views --------------------------------------------------------------------
+
+
+def sizes(session: Session) -> dict[str, int]:
+    rows = session.execute(
+        select(SegmentMembership.segment, func.count())
+        .where(OPEN)
+        .group_by(SegmentMembership.segment)
+    )
+    return {segment: count for segment, count in rows}
+
+
+def members(
+    session: Session, segment: str, *, after: uuid.UUID | None, limit: int
+) -> list[SegmentMembership]:
+    statement = (
+        select(SegmentMembership)
+        .where(SegmentMembership.segment == segment, OPEN)
+        .order_by(SegmentMembership.customer_id)
+        .limit(limit)
+    )
+    if after is not None:
+        statement = statement.where(SegmentMembership.customer_id > after)
+    return list(session.scalars(statement))
+
+
+def periods_of(session: Session, customer: uuid.UUID, *, limit: int) -> list[SegmentMembership]:
+    return list(
+        session.scalars(
+            select(SegmentMembership)
+            .where(SegmentMembership.customer_id == customer)
+            .order_by(SegmentMembership.entered_at.desc(), SegmentMembership.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def size_history(
+    session: Session, segment: str, *, start: datetime, step: str, points: int
+) -> list[Row[Any]]:
+    """The segment's size at each of `points` times from `start`, `step` apart (an
+    interval such as '1 day'), with how many entered and left in the step before each.
+    Worked back from the current size through the periods that changed since then, so
+    it reads the recent changes, not every member."""
+    return list(
+        session.execute(
+            text(
+                "WITH t AS (SELECT generate_series(CAST(:start AS timestamptz),"
+                "    CAST(:start AS timestamptz) + CAST(:step AS interval) * (:points - 1),"
+                "    CAST(:step AS interval)) AS at),"
+                " n AS (SELECT count(*) AS open FROM segment_memberships"
+                "    WHERE segment = :segment AND exited_at IS NULL),"
+                " p AS (SELECT entered_at, exited_at FROM segment_memberships"
+                "    WHERE segment = :segment"
+                "    AND (entered_at > CAST(:start AS timestamptz) - CAST(:step AS interval)"
+                "      OR exited_at > CAST(:start AS timestamptz) - CAST(:step AS interval))) "
+                "SELECT t.at,"
+                " n.open"
+                " - (SELECT count(*) FROM p WHERE p.entered_at > t.at AND p.exited_at IS NULL)"
+                " + (SELECT count(*) FROM p WHERE p.entered_at <= t.at AND p.exited_at > t.at)"
+                "   AS size,"
+                " (SELECT count(*) FROM p WHERE p.entered_at <= t.at"
+                "   AND p.entered_at > t.at - CAST(:step AS interval)) AS entered,"
+                " (SELECT count(*) FROM p WHERE p.exited_at <= t.at"
+                "   AND p.exited_at > t.at - CAST(:step AS interval)) AS exited "
+                "FROM t CROSS JOIN n ORDER BY t.at"
+            ),
+            {"segment": segment, "start": start, "step": step, "points": points},
+        )
+    )

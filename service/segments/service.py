@@ -1,0 +1,233 @@
+"""Segment membership in the running service.
+
+A customer's segments are recomputed after each of their events is committed (with
+the rules, before rules see the event), and by runs that walk every customer a batch
+at a time: a scheduled `refresh` (time alone moves people out of "added to cart in the
+last 24 h") and a `backfill` when a definition is new, changed or removed. Each
+change opens or closes a membership period and adds a `Segment Entered` or `Segment
+Left` event to the profile, which rules can trigger on.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.orm import Session
+
+from service.rules import EVALUATE_TASK
+from service.rules import repository as rules_repository
+from service.rules.engine import Engine
+from service.segments import repository
+from service.segments.definitions import CompiledSegments, window_bounds
+from service.segments.models import SegmentRun
+from service.settings import get_settings
+from service.worker import nudge_after_commit
+
+log = structlog.get_logger(__name__)
+
+DEFINITION = "definition"  # `added_by` of a period a segment file opened
+SOURCE = "segments"  # the source of the events that announce changes
+ENTERED, LEFT = "Segment Entered", "Segment Left"
+ADVANCE_TASK = "service.segments.tasks.advance"
+
+
+@dataclass
+class Changed:
+    entered: int = 0
+    exited: int = 0
+
+
+def update(
+    session: Session,
+    *,
+    engine: Engine,
+    compiled: CompiledSegments,
+    version_ids: dict[str, int],
+    customers: Iterable[uuid.UUID],
+    now: datetime,
+    reason: str,
+    only: Sequence[str] | None = None,
+) -> Changed:
+    """Recompute these customers' membership of the active segments (or of `only`,
+    which may name segments no longer defined: their members leave) as of `now`.
+    The caller holds the customers' locks."""
+    wanted = sorted(set(customers))
+    scope = set(only) if only is not None else set(compiled.segments)
+    if not wanted or not scope:
+        return Changed()
+    settings = get_settings()
+    profiles = rules_repository.profiles(session, wanted, currency=settings.shop_currency)
+    bounds = window_bounds(compiled.windows, now=now)
+    counts = repository.window_counts(session, wanted, bounds, now=now) if bounds else {}
+    current = repository.open_memberships(session, wanted, scope)
+    entering: list[dict[str, Any]] = []
+    leaving: dict[str, list[int]] = {"no longer matches": [], "definition removed": []}
+    for customer in wanted:
+        profile = profiles.get(customer)
+        if profile is None:
+            continue  # merged into another profile, or erased
+        facts = profile.facts(now=now, consent_defaults=settings.consent_defaults)
+        inside = compiled.match(engine, profile=facts, counts=counts.get(customer, {})) & scope
+        had = current.get(customer, {})
+        for segment in sorted(inside - had.keys()):
+            definition = compiled.segments[segment].definition
+            entering.append(
+                {
+                    "customer_id": customer,
+                    "segment": segment,
+                    "added_by": DEFINITION,
+                    "version": definition.version,
+                    "version_id": version_ids.get(compiled.segments[segment].version_name),
+                }
+            )
+        for segment, (period, added_by) in had.items():
+            if segment in inside:
+                continue
+            if segment in compiled.segments:
+                leaving["no longer matches"].append(period)
+            elif added_by == DEFINITION:
+                leaving["definition removed"].append(period)
+    opened = repository.enter(session, entering, at=now)
+    closed = [
+        row
+        for why, periods in leaving.items()
+        for row in repository.leave(session, periods, at=now, by=why)
+    ]
+    _announce(session, opened, name=ENTERED, reason=reason, now=now)
+    _announce(session, closed, name=LEFT, reason=reason, now=now)
+    return Changed(entered=len(opened), exited=len(closed))
+
+
+def add(session: Session, *, customer: uuid.UUID, segment: str, by: str, now: datetime) -> bool:
+    """Put a customer in a segment that has no definition (a rule's action, the API)."""
+    opened = repository.enter(
+        session,
+        [{"customer_id": customer, "segment": segment, "added_by": by}],
+        at=now,
+    )
+    _announce(session, opened, name=ENTERED, reason=by, now=now)
+    return bool(opened)
+
+
+def remove(session: Session, *, customer: uuid.UUID, segment: str, by: str, now: datetime) -> bool:
+    period = repository.open_period(session, customer=customer, segment=segment)
+    closed = repository.leave(session, [period], at=now, by=by) if period else []
+    _announce(session, closed, name=LEFT, reason=by, now=now)
+    return bool(closed)
+
+
+def _announce(
+    session: Session, periods: Sequence[Any], *, name: str, reason: str, now: datetime
+) -> None:
+    """Each change as an event on the profile, unique per period and direction (so a
+    change is announced once), evaluated by rules next."""
+    if not periods:
+        return
+    suffix = "entered" if name == ENTERED else "left"
+    repository.add_events(
+        session,
+        [
+            {
+                "source": SOURCE,
+                "message_id": f"{p.id}:{suffix}",
+                "customer_id": p.customer_id,
+                "type": "track",
+                "name": name,
+                "occurred_at": now,
+                "properties": {"segment": p.segment, "version": p.version, "reason": reason},
+                "context": {},
+            }
+            for p in periods
+        ],
+    )
+    nudge_after_commit(session, EVALUATE_TASK)
+
+
+# --- runs over every customer ------------------------------------------------------------------
+
+
+def definitions_changed(
+    session: Session, *, before: dict[str, str], after: dict[str, str]
+) -> SegmentRun | None:
+    """Start a backfill of the segments whose definition is new, changed or removed
+    between two sets of definitions ({segment: content hash}). A backfill still
+    running is folded into the new one, which starts from the first customer."""
+    changed = {name for name, digest in after.items() if before.get(name) != digest}
+    changed |= set(before) - set(after)
+    if not changed:
+        return None
+    for run in repository.running(session, kind="backfill"):
+        changed |= set(run.segments)
+        run.status, run.note = "superseded", "the definitions changed again"
+    run = repository.add_run(
+        session,
+        kind="backfill",
+        segments=sorted(changed),
+        total=repository.count_customers(session),
+    )
+    log.info("segments_backfill_started", run_id=run.id, segments=run.segments, total=run.total)
+    nudge_after_commit(session, ADVANCE_TASK)
+    return run
+
+
+def start_refresh(session: Session, *, segments: Iterable[str]) -> SegmentRun | None:
+    """Start a refresh of these segments unless one is running."""
+    names = sorted(segments)
+    if not names or repository.running(session, kind="refresh"):
+        return None
+    run = repository.add_run(
+        session, kind="refresh", segments=names, total=repository.count_customers(session)
+    )
+    log.info("segments_refresh_started", run_id=run.id, total=run.total)
+    nudge_after_commit(session, ADVANCE_TASK)
+    return run
+
+
+def advance(
+    session: Session,
+    *,
+    engine: Engine,
+    compiled: CompiledSegments,
+    version_ids: dict[str, int],
+    now: datetime,
+    batch: int,
+) -> SegmentRun | None:
+    """Take the oldest running run no one else is advancing and do its next batch of
+    customers; None when there is none. Committed per batch by the caller: the locks
+    on a batch's customers are held for one batch only."""
+    run = repository.claim_run(session)
+    if run is None:
+        return None
+    customers = repository.customers_after(session, run.cursor, limit=batch)
+    rules_repository.lock_customers(session, customers)
+    changed = update(
+        session,
+        engine=engine,
+        compiled=compiled,
+        version_ids=version_ids,
+        customers=customers,
+        now=now,
+        reason=run.kind,
+        only=run.segments,
+    )
+    run.done += len(customers)
+    run.entered += changed.entered
+    run.exited += changed.exited
+    if customers:
+        run.cursor = customers[-1]
+    if len(customers) < batch:
+        run.status, run.finished_at = "done", now
+        log.info(
+            "segments_run_done",
+            run_id=run.id,
+            kind=run.kind,
+            customers=run.done,
+            entered=run.entered,
+            exited=run.exited,
+        )
+    return run

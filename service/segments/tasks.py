@@ -1,0 +1,57 @@
+"""Segment runs on the workers: the scheduled refresh, and advancing refreshes and
+backfills a committed batch at a time."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import structlog
+
+from service import db
+from service.rules.service import RUNTIME
+from service.segments import service
+from service.settings import get_settings
+from service.worker import get_celery
+
+log = structlog.get_logger(__name__)
+
+TIME_BUDGET_S = 10.0
+
+
+@get_celery().task(name="service.segments.tasks.refresh", acks_late=True, ignore_result=True)
+def refresh() -> int | None:
+    """Start a refresh of every active segment, unless one is running."""
+    with db.transaction() as session:
+        active = RUNTIME.active(session)
+        if active.segments is None:
+            return None
+        run = service.start_refresh(session, segments=active.segments.segments)
+        return run.id if run else None
+
+
+@get_celery().task(name=service.ADVANCE_TASK, acks_late=True, ignore_result=True)
+def advance() -> int:
+    """Advance running refreshes and backfills, one committed batch per transaction,
+    for up to TIME_BUDGET_S; then hand the rest to the next task. Returns the batches
+    done (none when another worker holds the only run)."""
+    started, batches = time.monotonic(), 0
+    batch = get_settings().segment_batch_size
+    while time.monotonic() - started < TIME_BUDGET_S:
+        with db.transaction() as session:
+            active = RUNTIME.active(session)
+            if active.segments is None:
+                return batches
+            run = service.advance(
+                session,
+                engine=RUNTIME.engine,
+                compiled=active.segments,
+                version_ids=active.version_ids,
+                now=datetime.now(UTC),
+                batch=batch,
+            )
+        if run is None:
+            return batches
+        batches += 1
+    get_celery().send_task(service.ADVANCE_TASK)
+    return batches
