@@ -32,6 +32,7 @@ from service.logging import RequestLogMiddleware, configure
 from service.profiles.router import router as profiles_router
 from service.rules.router import router as rules_router
 from service.rules.watch import RulesWatcher
+from service.segments.router import router as segments_router
 from service.settings import get_settings
 
 TITLE = "Personalize"
@@ -108,6 +109,7 @@ def create_app() -> FastAPI:
     app.include_router(profiles_router)
     app.include_router(rules_router)
     app.include_router(actions_router)
+    app.include_router(segments_router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -154,6 +154,11 @@ class Settings(BaseSettings):
     # Answer POST /v1/decisions before FastAPI's routing and dependency machinery (the
     # same code and answers; false: through the router, at several times the CPU).
     decision_fast_path: bool = True
+    # A customer's snapshot (profile, segments, inbox) read for a decision is reused
+    # for this long by the same API process: the most out of date a decision's segments
+    # can be, beyond the membership update itself. 0 turns the cache off.
+    decision_cache_ttl_s: float = Field(default=1.0, ge=0, le=60)
+    decision_cache_size: int = Field(default=50_000, ge=1)
 
     # Environment name, shown in logs.
     environment: str = "development"

@@ -36,6 +36,9 @@ os.environ.setdefault("DECISION_LOG_BACKGROUND", "false")  # tests flush it them
 # A generous decision budget for tests in process, where a slow moment of the machine
 # must not turn an answer into the defaults. The budget's own tests set theirs.
 os.environ.setdefault("DECISION_BUDGET_MS", "5000")
+# Each decision reads the database: tests change a profile and decide again at once.
+# The cache's own test sets a TTL.
+os.environ.setdefault("DECISION_CACHE_TTL_S", "0")
 
 
 def clear_caches() -> None:

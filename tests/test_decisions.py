@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from service.auth.service import Scope, create_key
 from service.decisions.log import LOG
 from service.decisions.models import Decision, Exposure
 from service.rules import service as rules
+from service.settings import get_settings
 from tests.conftest import clear_caches
 from tests.support import resolve_all
 from tests.test_events_api import track
@@ -180,6 +182,25 @@ def test_priority_decides_and_the_answer_is_the_same_each_time(shop: Shop) -> No
     third = decide(shop, user_id="hv2", placements=["homepage_hero"], explain=True)
     assert third["placements"] == second["placements"]
     assert third["decision_id"] != second["decision_id"]
+
+
+def test_a_cached_snapshot_is_served_for_at_most_its_ttl(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ttl = 2.0
+    monkeypatch.setattr(get_settings(), "decision_cache_ttl_s", ttl)
+    send(shop, identify("ttl1"), order("ttl1", "o-ttl1", "20.00"))
+    read_at = time.monotonic()
+    first = decide(shop, user_id="ttl1", placements=["homepage_hero"])
+    assert "high_value" not in first["segments"]
+    send(shop, order("ttl1", "o-ttl1-b", "900.00"))  # committed: now in high_value
+    again = decide(shop, user_id="ttl1", placements=["homepage_hero"])
+    if time.monotonic() - read_at < ttl * 0.9:  # (a slow machine may have passed the TTL)
+        assert again["segments"] == first["segments"]  # served from the cache
+    time.sleep(max(0.0, read_at + ttl - time.monotonic()) + 0.05)
+    fresh = decide(shop, user_id="ttl1", placements=["homepage_hero"])
+    assert "high_value" in fresh["segments"]
+    assert fresh["placements"]["homepage_hero"]["content"]["id"] == "premium_collection"
 
 
 def test_context_decides_and_explain_says_why_a_rule_did_not_match(shop: Shop) -> None:

@@ -1,6 +1,7 @@
 """The decision endpoint's read: the API key (once a minute per key), the customer's
 snapshot and the active rules' version, as one task on the event loop that a request
-waits for at most DECISION_BUDGET_MS."""
+waits for at most DECISION_BUDGET_MS. A snapshot is reused for DECISION_CACHE_TTL_S:
+a storefront asks for several placements of one page, and one page after another."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -40,6 +42,8 @@ class Reader:
     def __init__(self, pool: AsyncConnectionPool[AsyncConnection[Any]]) -> None:
         self.pool = pool
         self._keys: dict[str, tuple[frozenset[str], float]] = {}
+        # (who, placements) → (snapshot, monotonic expiry); oldest first.
+        self._snapshots: dict[tuple[Any, ...], tuple[Snapshot, float]] = {}
         self._files: Active | None = None
         self._degraded_count: dict[str, int] = {}
         self._degraded_logged = 0.0
@@ -49,6 +53,9 @@ class Reader:
         return hit[0] if hit and hit[1] > time.monotonic() else None
 
     async def read(self, **kwargs: Any) -> _Read | None:
+        hit = self._cached(**kwargs)
+        if hit is not None:
+            return hit
         task = asyncio.create_task(self._read(**kwargs))
         task.add_done_callback(_retrieve)
         budget = get_settings().decision_budget_ms / 1000
@@ -60,6 +67,37 @@ class Reader:
             self._degraded(type(task.exception()).__name__)
             return None
         return task.result()
+
+    def _cached(
+        self,
+        *,
+        key_hash: str | None,
+        customer_id: uuid.UUID | None,
+        identity: tuple[str, str] | None,
+        placements: list[str],
+    ) -> _Read | None:
+        """A snapshot read within the TTL, when the key need not be checked either."""
+        if key_hash is not None or get_settings().decision_cache_ttl_s <= 0:
+            return None
+        hit = self._snapshots.get((customer_id, identity, tuple(placements)))
+        if hit is None or hit[1] <= time.monotonic():
+            return None
+        now = datetime.now(UTC)
+        if any(x.expires_at is not None and x.expires_at <= now for x in hit[0].inbox):
+            return None  # an offer in it has expired since
+        active = RUNTIME.cached()
+        if hit[0].deployment_id != active.deployment_id:
+            return None  # the rules changed since
+        return _Read(None, hit[0], active)
+
+    def _keep(self, key: tuple[Any, ...], snapshot: Snapshot) -> None:
+        settings = get_settings()
+        if settings.decision_cache_ttl_s <= 0:
+            return
+        self._snapshots.pop(key, None)
+        self._snapshots[key] = (snapshot, time.monotonic() + settings.decision_cache_ttl_s)
+        while len(self._snapshots) > settings.decision_cache_size:
+            del self._snapshots[next(iter(self._snapshots))]
 
     def _degraded(self, reason: str) -> None:
         # At most one line a second: under overload a line per answer would add to it
@@ -91,6 +129,7 @@ class Reader:
                 placements=placements,
                 currency=get_settings().shop_currency,
             )
+        self._keep((customer_id, identity, tuple(placements)), snapshot)
         active = RUNTIME.cached()
         if snapshot.deployment_id != active.deployment_id:
             active = await asyncio.to_thread(_refresh_rules)  # rules changed: compile once

@@ -24,11 +24,12 @@ def _dir(directory: Path | None) -> Path:
     return directory or get_settings().rules_dir
 
 
-def _load(directory: Path) -> list:  # type: ignore[type-arg]
-    from service.rules.loader import RulesInvalid, load_directory
+def _load(directory: Path) -> tuple[list, list]:  # type: ignore[type-arg]
+    """The rule files and the segment files, or exit 1 with every error."""
+    from service.rules.loader import RulesInvalid, load_all
 
     try:
-        return load_directory(directory)
+        return load_all(directory)
     except RulesInvalid as exc:
         for error in exc.errors:
             click.echo(f"{directory / error.file}:{error.line or 1}: {error.message}", err=True)
@@ -44,24 +45,29 @@ def rules() -> None:
 @rules.command()
 @DIR_OPTION
 def validate(directory: Path | None) -> None:
-    """Check every rule file (schema, event names, traits, contradictions, ids)."""
-    loaded = _load(_dir(directory))
+    """Check every rule and segment file (schema, event names, traits, contradictions,
+    ids)."""
+    loaded, segments = _load(_dir(directory))
     count = sum(len(item.definition.rules) for item in loaded)
-    click.echo(f"ok: {len(loaded)} rulesets, {count} rules")
+    click.echo(f"ok: {len(loaded)} rulesets, {count} rules, {len(segments)} segments")
 
 
 @rules.command("test")
 @DIR_OPTION
 def run_tests(directory: Path | None) -> None:
-    """Run the tests written in the rule files (fake clock; exit 1 on any failure)."""
+    """Run the tests written in the rule and segment files (fake clock; exit 1 on any
+    failure)."""
     from service.rules.engine import Engine
     from service.rules.testing import run_file
+    from service.segments.definitions import run_tests as run_segment_file
 
     engine = Engine()
     defaults = get_settings().consent_defaults
     passed = failed = 0
-    for item in _load(_dir(directory)):
-        for result in run_file(item, engine=engine, consent_defaults=defaults):
+    loaded, segments = _load(_dir(directory))
+    for item in [*loaded, *segments]:
+        runner = run_file if item in loaded else run_segment_file
+        for result in runner(item, engine=engine, consent_defaults=defaults):
             mark = "PASS" if result.passed else "FAIL"
             click.echo(f"{mark}  {item.file} :: {result.name}")
             for failure in result.failures:
@@ -91,7 +97,7 @@ def simulate(directory: Path | None, since: str, until: str | None) -> None:
     from service.rules import simulate as sim
     from service.rules.service import RUNTIME
 
-    loaded = _load(_dir(directory))
+    loaded, _segments = _load(_dir(directory))
     _database()
     start, end = _when(since), _when(until) if until else datetime.now(UTC)
     with transaction() as session:

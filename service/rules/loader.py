@@ -262,6 +262,8 @@ def _validation_errors(file: str, root: yaml.Node, exc: ValidationError) -> list
                 message = f"unknown operator {loc[-1]!r}; use one of: {', '.join(OPERATORS)}"
             else:
                 message = f"unknown field {loc[-1]!r}"
+        elif error["type"] == "missing" and loc:
+            message = f"{loc[-1]!r} is required here"  # the key is not in the file to point at
         elif error["type"] == "string_pattern_mismatch" and loc and loc[-1] == "[key]":
             message = f"{error['input']!r} is not a fact (use event.…, context.… or profile.…)"
         text = f"{where}: {message}" if where else message
