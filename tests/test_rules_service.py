@@ -93,7 +93,7 @@ def test_an_abandoned_cart_waits_then_fires_with_its_version_and_facts(
     client: TestClient, session: Session, keys, active: int
 ) -> None:
     send(client, keys, consent("u1"), add_to_cart("u1"))
-    assert evaluate(session) == 2
+    assert evaluate(session) == 3  # and the Segment Entered event of high_intent_at_risk
     (firing,) = firings(session, "cart_abandoned")
     assert firing.status == "scheduled"
     assert firing.due_at == NOW - timedelta(hours=1) + timedelta(hours=24)
@@ -195,7 +195,7 @@ def test_each_event_is_evaluated_once_in_effect(
             "(SELECT customer_id FROM events WHERE message_id = 'page-1')"
         )
     )
-    assert evaluate(session) == 2
+    assert evaluate(session) == 3  # and the Segment Entered event of high_value
     # The same delivery again has no second event, and evaluating the event a second
     # time (a worker that died before its commit was acknowledged) no second firing.
     client.post("/v1/events", json={"batch": [page]}, headers=keys["ingest"])

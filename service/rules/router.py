@@ -48,11 +48,14 @@ def _deployment(d: RuleDeployment | None) -> DeploymentOut | None:
 
 @router.get("", response_model=RulesOut, responses=problem_responses(401, 403, 500))
 def list_rules(session: DbSession, _: Marketer) -> RulesOut:
-    """The active rulesets, their versions and rules (scope `marketer`)."""
+    """The active rulesets, their versions and rules (scope `marketer`). The active
+    segment definitions are listed by `GET /v1/segments`."""
     deployment_id = repository.active_deployment_id(session)
     deployment = repository.get_deployment(session, deployment_id) if deployment_id else None
     rulesets = []
     for row in repository.versions(session, deployment.version_ids if deployment else []):
+        if row.name.startswith(loader.SEGMENT_PREFIX):
+            continue
         definition = loader.load_source(row.file, row.source).definition
         rules = [
             RuleOut(

@@ -69,6 +69,7 @@ def _segments(session: Session) -> list[SegmentOut]:
                 computed=item is not None,
                 description=item.definition.description.strip() if item else "",
                 version=item.definition.version if item else None,
+                version_id=active.version_ids.get(item.version_name) if item else None,
                 file=item.file if item else None,
                 size=sizes.get(name, 0),
                 backfill=run_view(run) if run else None,

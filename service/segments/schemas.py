@@ -33,6 +33,9 @@ class SegmentOut(BaseModel):
     )
     description: str
     version: int | None = Field(description="The active definition's version.")
+    version_id: int | None = Field(
+        description="Its stored version's id (for `POST /v1/rules/rollback`)."
+    )
     file: str | None
     size: int = Field(description="Customers in the segment now.")
     backfill: RunOut | None = Field(description="A backfill of this segment still running.")
