@@ -60,6 +60,24 @@ rules:
     trigger: {{event: Product Viewed}}
     actions:
       - webhook: {{destination: sink, params: {{product: "{{{{ event.properties.product_id }}}}"}}}}
+  - id: segment_ping
+    trigger:
+      event: Segment Entered
+      where:
+        - event.properties.segment: e2e_browsers
+    actions:
+      - webhook:
+          destination: sink
+          params:
+            segment: "{{{{ event.properties.segment }}}}"
+            reason: "{{{{ event.properties.reason }}}}"
+"""
+
+SEGMENT = """
+segment: e2e_browsers
+version: 1
+when:
+  - count: {event: Product Viewed, within: 1h, at_least: 2}
 """
 
 TEMPLATE = """
@@ -125,6 +143,8 @@ def stack(make_database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     (rules_dir / "templates").mkdir(parents=True)
     (rules_dir / "e2e.yaml").write_text(RULES)
     (rules_dir / "templates" / "reminder.yaml").write_text(TEMPLATE)
+    (rules_dir / "segments").mkdir()
+    (rules_dir / "segments" / "e2e_browsers.yaml").write_text(SEGMENT)
     logs = tmp / "logs"
     logs.mkdir()
     proxy = None
@@ -275,6 +295,26 @@ def test_an_abandoned_checkout_gets_the_offer_by_webhook_and_email_once(stack: S
     (firing,) = stack.query("SELECT * FROM rule_firings WHERE rule_id = 'checkout_reminder'")
     assert firing.status == "fired"
     assert (firing.decided_at - firing.due_at).total_seconds() < 2, stack.tail()
+
+
+def test_a_second_view_puts_the_customer_in_a_segment_and_its_rule_acts_once(
+    stack: Stack,
+) -> None:
+    _view(stack, "seg-1", "p-seg-1")
+    _view(stack, "seg-1", "p-seg-2")  # two views within the hour: e2e_browsers
+    (delivery,) = support.wait_for(
+        lambda: _to_sink(stack, "segment", "e2e_browsers") or None, timeout=60
+    )
+    assert delivery.body["data"]["action"]["params"]["reason"] == "event"
+    (member,) = stack.query(
+        "SELECT m.* FROM segment_memberships AS m JOIN events AS e "
+        "ON e.customer_id = m.customer_id WHERE e.properties ->> 'product_id' = 'p-seg-1'"
+    )
+    assert (member.segment, member.exited_at, member.version) == ("e2e_browsers", None, 1)
+    _view(stack, "seg-1", "p-seg-3")  # still in: no second entry, no second action
+    support.wait_for(lambda: _to_sink(stack, "product", "p-seg-3") or None, timeout=60)
+    time.sleep(1)
+    assert len(_to_sink(stack, "segment", "e2e_browsers")) == 1, stack.tail()
 
 
 def test_an_order_before_the_delay_cancels_it_and_nothing_is_sent(stack: Stack) -> None:
