@@ -409,3 +409,29 @@ def test_the_api_lists_segments_members_a_customers_segments_and_size_history(
     bad = client.get("/v1/segments/Not-A-Name/members", headers=keys["marketer"])
     assert bad.status_code == 422
     assert client.get("/v1/segments", headers=keys["ingest"]).status_code == 403
+
+
+def test_rules_take_customers_own_events_before_segment_announcements(
+    client: TestClient, session: Session, keys, active: int
+) -> None:
+    from service.rules import repository as rules_repository
+
+    send(client, keys, order("p1", "o-p1", "900.00"))
+    resolve_all()
+    customer = customer_of(session, "p1")
+    session.execute(
+        text("UPDATE events SET evaluated_at = now() WHERE customer_id = :c"), {"c": customer}
+    )
+    for i in range(5):  # a backfill's announcements, older than the next page view
+        service.add(session, customer=customer, segment=f"list_{i}", by="api", now=NOW)
+    send(
+        client,
+        keys,
+        track("Product Viewed", user="p1", product_id="p9", timestamp=at(-timedelta(seconds=5))),
+    )
+    resolve_all()
+    (first,) = rules_repository.claim_unevaluated(session, limit=1)
+    assert (first.source, first.name) == ("api", "Product Viewed")
+    rules_repository.mark_evaluated(session, [first.id], at=NOW)
+    rest = rules_repository.claim_unevaluated(session, limit=10)
+    assert [e.name for e in rest] == ["Segment Entered"] * 5

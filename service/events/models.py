@@ -16,6 +16,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -86,6 +87,15 @@ Index(
     "ix_events_unevaluated",
     Event.id,
     postgresql_where=Event.customer_id.is_not(None) & Event.evaluated_at.is_(None),
+)
+# The part of it that customers' own actions made (not a segment's announcements), which
+# rules take first: a backfill's thousands of Segment Entered events wait, not them.
+Index(
+    "ix_events_unevaluated_live",
+    Event.id,
+    postgresql_where=text(
+        "customer_id IS NOT NULL AND evaluated_at IS NULL AND source <> 'segments'"
+    ),
 )
 
 

@@ -9,10 +9,11 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, and_, func, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Row, Uuid, and_, any_, bindparam, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
+from service.db import json_document
 from service.events.models import Event
 from service.profiles.models import Customer
 from service.segments.models import OPEN, SegmentMembership, SegmentRun
@@ -21,23 +22,24 @@ from service.segments.models import OPEN, SegmentMembership, SegmentRun
 
 
 def open_memberships(
-    session: Session, customers: Iterable[uuid.UUID], segments: Iterable[str]
+    session: Session, customers: Sequence[uuid.UUID], segments: Iterable[str]
 ) -> dict[uuid.UUID, dict[str, tuple[int, str]]]:
-    """customer → {segment: (open period id, added_by)}, for these segments."""
+    """customer → {segment: (open period id, added_by)}, for these segments. (The ids
+    go as one array and the segments are filtered here, so that the plan is always the
+    open-period index by customer, whatever the table's statistics say: a list of 1,000
+    parameters with a segment filter was planned as a scan of every open period.)"""
+    wanted = set(segments)
     rows = session.execute(
-        select(
-            SegmentMembership.customer_id,
-            SegmentMembership.segment,
-            SegmentMembership.id,
-            SegmentMembership.added_by,
-        )
-        .where(OPEN)
-        .where(SegmentMembership.customer_id.in_(list(customers)))
-        .where(SegmentMembership.segment.in_(list(segments)))
+        text(
+            "SELECT customer_id, segment, id, added_by FROM segment_memberships "
+            "WHERE customer_id = ANY(CAST(:ids AS uuid[])) AND exited_at IS NULL"
+        ),
+        {"ids": [str(c) for c in customers]},
     )
     found: dict[uuid.UUID, dict[str, tuple[int, str]]] = {}
     for customer, segment, period, added_by in rows:
-        found.setdefault(customer, {})[segment] = (period, added_by)
+        if segment in wanted:
+            found.setdefault(customer, {})[segment] = (period, added_by)
     return found
 
 
@@ -46,18 +48,19 @@ def enter(session: Session, rows: Sequence[dict[str, Any]], *, at: datetime) -> 
     that has none open; returns the periods opened (id, customer_id, segment, version)."""
     if not rows:
         return []
-    statement = (
-        pg_insert(SegmentMembership)
-        .values([{**row, "entered_at": at} for row in rows])
-        .on_conflict_do_nothing(index_elements=["customer_id", "segment"], index_where=OPEN)
-        .returning(
-            SegmentMembership.id,
-            SegmentMembership.customer_id,
-            SegmentMembership.segment,
-            SegmentMembership.version,
+    return list(
+        session.execute(
+            text(
+                "INSERT INTO segment_memberships (customer_id, segment, added_by, version, "
+                "version_id, entered_at) SELECT customer_id, segment, added_by, version, "
+                "version_id, :at FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r("
+                "customer_id uuid, segment text, added_by text, version int, version_id bigint) "
+                "ON CONFLICT (customer_id, segment) WHERE exited_at IS NULL DO NOTHING "
+                "RETURNING id, customer_id, segment, version"
+            ),
+            {"rows": json_document(rows), "at": at},
         )
     )
-    return list(session.execute(statement))
 
 
 def leave(session: Session, periods: Sequence[int], *, at: datetime, by: str) -> list[Row[Any]]:
@@ -66,15 +69,12 @@ def leave(session: Session, periods: Sequence[int], *, at: datetime, by: str) ->
         return []
     return list(
         session.execute(
-            update(SegmentMembership)
-            .where(SegmentMembership.id.in_(list(periods)), OPEN)
-            .values(exited_at=at, exited_by=by)
-            .returning(
-                SegmentMembership.id,
-                SegmentMembership.customer_id,
-                SegmentMembership.segment,
-                SegmentMembership.version,
-            )
+            text(
+                "UPDATE segment_memberships SET exited_at = :at, exited_by = :by "
+                "WHERE id = ANY(CAST(:ids AS bigint[])) AND exited_at IS NULL "
+                "RETURNING id, customer_id, segment, version"
+            ),
+            {"ids": list(periods), "at": at, "by": by},
         )
     )
 
@@ -88,12 +88,19 @@ def open_period(session: Session, *, customer: uuid.UUID, segment: str) -> int |
 
 
 def add_events(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Events on profiles, already resolved: rules evaluate them next."""
+    """Events on profiles, already resolved (source, message_id, customer_id, name,
+    occurred_at, properties): rules evaluate them next."""
     if rows:
         session.execute(
-            pg_insert(Event)
-            .values(list(rows))
-            .on_conflict_do_nothing(index_elements=["source", "message_id"])
+            text(
+                "INSERT INTO events (source, message_id, customer_id, type, name, occurred_at, "
+                "properties, context) SELECT source, message_id, customer_id, 'track', name, "
+                "occurred_at, properties, '{}' FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
+                "AS r(source text, message_id text, customer_id uuid, name text, "
+                "occurred_at timestamptz, properties jsonb) "
+                "ON CONFLICT (source, message_id) DO NOTHING"
+            ),
+            {"rows": json_document(rows)},
         )
 
 
@@ -120,7 +127,8 @@ def window_counts(
         columns.append(func.count().filter(condition).label(f"w{i}"))
     rows = session.execute(
         select(Event.customer_id, *columns)
-        .where(Event.customer_id.in_(list(customers)))
+        # One array parameter: a plan that holds whatever the table's statistics.
+        .where(Event.customer_id == any_(bindparam("ids", list(customers), type_=ARRAY(Uuid))))
         .where(Event.occurred_at >= min(b[3] for b in bounds), Event.occurred_at <= now)
         .group_by(Event.customer_id)
     )

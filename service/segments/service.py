@@ -24,14 +24,14 @@ from service.rules import repository as rules_repository
 from service.rules.engine import Engine
 from service.segments import repository
 from service.segments.definitions import CompiledSegments, window_bounds
-from service.segments.models import SegmentRun
+from service.segments.models import EVENT_SOURCE, SegmentRun
 from service.settings import get_settings
 from service.worker import nudge_after_commit
 
 log = structlog.get_logger(__name__)
 
 DEFINITION = "definition"  # `added_by` of a period a segment file opened
-SOURCE = "segments"  # the source of the events that announce changes
+SOURCE = EVENT_SOURCE  # the source of the events that announce changes
 ENTERED, LEFT = "Segment Entered", "Segment Left"
 ADVANCE_TASK = "service.segments.tasks.advance"
 
@@ -136,11 +136,9 @@ def _announce(
                 "source": SOURCE,
                 "message_id": f"{p.id}:{suffix}",
                 "customer_id": p.customer_id,
-                "type": "track",
                 "name": name,
                 "occurred_at": now,
                 "properties": {"segment": p.segment, "version": p.version, "reason": reason},
-                "context": {},
             }
             for p in periods
         ],
