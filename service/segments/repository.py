@@ -24,15 +24,16 @@ from service.segments.models import OPEN, SegmentMembership, SegmentRun
 def open_memberships(
     session: Session, customers: Sequence[uuid.UUID], segments: Iterable[str]
 ) -> dict[uuid.UUID, dict[str, tuple[int, str]]]:
-    """customer → {segment: (open period id, added_by)}, for these segments. (The ids
-    go as one array and the segments are filtered here, so that the plan is always the
-    open-period index by customer, whatever the table's statistics say: a list of 1,000
-    parameters with a segment filter was planned as a scan of every open period.)"""
+    """customer → {segment: (open period id, added_by)}, for these segments. (A join on
+    the ids as one array, and the segments filtered here: with statistics taken while the
+    table was empty, 1,000 ids as a list with a segment filter were planned as a scan of
+    every open period testing each against the list, 75-150 ms a batch at 51,000.)"""
     wanted = set(segments)
     rows = session.execute(
         text(
-            "SELECT customer_id, segment, id, added_by FROM segment_memberships "
-            "WHERE customer_id = ANY(CAST(:ids AS uuid[])) AND exited_at IS NULL"
+            "SELECT m.customer_id, m.segment, m.id, m.added_by "
+            "FROM unnest(CAST(:ids AS uuid[])) AS c(id) "
+            "JOIN segment_memberships AS m ON m.customer_id = c.id AND m.exited_at IS NULL"
         ),
         {"ids": [str(c) for c in customers]},
     )
@@ -151,6 +152,10 @@ def customers_after(session: Session, after: uuid.UUID | None, *, limit: int) ->
     if after is not None:
         statement = statement.where(Customer.id > after)
     return list(session.scalars(statement))
+
+
+def analyze(session: Session) -> None:
+    session.execute(text("ANALYZE segment_memberships"))
 
 
 def count_customers(session: Session) -> int:

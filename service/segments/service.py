@@ -220,6 +220,9 @@ def advance(
         run.cursor = customers[-1]
     if len(customers) < batch:
         run.status, run.finished_at = "done", now
+        # A pass can change many periods at once (a first backfill fills an empty table):
+        # fresh statistics keep every later plan on memberships sound.
+        repository.analyze(session)
         log.info(
             "segments_run_done",
             run_id=run.id,

@@ -16,7 +16,11 @@ from service.worker import get_celery
 
 log = structlog.get_logger(__name__)
 
-TIME_BUDGET_S = 10.0
+# A run gives its worker process back this often, and queues itself behind whatever
+# came meanwhile: with a budget of 10 s, a backfill and the rules evaluating its
+# announcements held both processes of a worker, and resolving new events waited up to
+# 10 s (membership p99 9.1 s during a backfill of 25,000 customers).
+TIME_BUDGET_S = 0.5
 
 
 @get_celery().task(name="service.segments.tasks.refresh", acks_late=True, ignore_result=True)
