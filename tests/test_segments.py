@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import shutil
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,9 +22,9 @@ from service.segments.definitions import counts_from, window_bounds
 from service.settings import get_settings
 from tests.support import resolve_all
 from tests.test_events_api import track
+from tests.test_rules_service import NOW, at, evaluate, send
 
 SHIPPED = Path(__file__).resolve().parent.parent / "rules"
-NOW = datetime.now(UTC).replace(microsecond=0)
 
 ON_ENTRY = """
 ruleset: on_entry
@@ -38,10 +38,6 @@ rules:
     actions:
       - offer: {channel: inbox, offer: SAVE5, placement: cart_drawer, expires_in: 1d}
 """
-
-
-def at(delta: timedelta) -> str:
-    return (NOW + delta).isoformat().replace("+00:00", "Z")
 
 
 @pytest.fixture
@@ -66,20 +62,6 @@ def active(session: Session, rules_dir: Path) -> int:
     # The first activation backfills every segment; with no customers yet it is empty.
     finish_runs(session, now=NOW)
     return result.deployment_id
-
-
-def send(client: TestClient, keys, *events: dict) -> None:
-    response = client.post("/v1/events", json={"batch": list(events)}, headers=keys["ingest"])
-    assert response.status_code == 200, response.text
-    assert response.json()["accepted"] == len(events), response.json()
-
-
-def evaluate(session: Session, *, now: datetime = NOW) -> int:
-    resolve_all()
-    total = 0
-    while done := rules.evaluate_pending(session, now=now):
-        total += done
-    return total
 
 
 def finish_runs(session: Session, *, now: datetime, batch: int = 1000) -> int:
