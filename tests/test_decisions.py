@@ -195,8 +195,10 @@ def test_a_cached_snapshot_is_served_for_at_most_its_ttl(
     assert "high_value" not in first["segments"]
     send(shop, order("ttl1", "o-ttl1-b", "900.00"))  # committed: now in high_value
     again = decide(shop, user_id="ttl1", placements=["homepage_hero"])
+    widget = decide(shop, user_id="ttl1", placements=["cart_drawer"])  # another placement
     if time.monotonic() - read_at < ttl * 0.9:  # (a slow machine may have passed the TTL)
         assert again["segments"] == first["segments"]  # served from the cache
+        assert widget["segments"] == first["segments"]  # one snapshot serves any placement
     time.sleep(max(0.0, read_at + ttl - time.monotonic()) + 0.05)
     fresh = decide(shop, user_id="ttl1", placements=["homepage_hero"])
     assert "high_value" in fresh["segments"]

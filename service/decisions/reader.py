@@ -1,7 +1,8 @@
 """The decision endpoint's read: the API key (once a minute per key), the customer's
 snapshot and the active rules' version, as one task on the event loop that a request
 waits for at most DECISION_BUDGET_MS. A snapshot is reused for DECISION_CACHE_TTL_S:
-a storefront asks for several placements of one page, and one page after another."""
+a page's widgets often ask for their placements one request each, at once; the
+snapshot holds the customer's inbox for every placement, so it serves them all."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ class Reader:
     def __init__(self, pool: AsyncConnectionPool[AsyncConnection[Any]]) -> None:
         self.pool = pool
         self._keys: dict[str, tuple[frozenset[str], float]] = {}
-        # (who, placements) → (snapshot, monotonic expiry); oldest first.
+        # (customer id, identity) → (snapshot, monotonic expiry); oldest first.
         self._snapshots: dict[tuple[Any, ...], tuple[Snapshot, float]] = {}
         self._files: Active | None = None
         self._degraded_count: dict[str, int] = {}
@@ -74,12 +75,11 @@ class Reader:
         key_hash: str | None,
         customer_id: uuid.UUID | None,
         identity: tuple[str, str] | None,
-        placements: list[str],
     ) -> _Read | None:
         """A snapshot read within the TTL, when the key need not be checked either."""
         if key_hash is not None or get_settings().decision_cache_ttl_s <= 0:
             return None
-        hit = self._snapshots.get((customer_id, identity, tuple(placements)))
+        hit = self._snapshots.get((customer_id, identity))
         if hit is None or hit[1] <= time.monotonic():
             return None
         now = datetime.now(UTC)
@@ -114,7 +114,6 @@ class Reader:
         key_hash: str | None,
         customer_id: uuid.UUID | None,
         identity: tuple[str, str] | None,
-        placements: list[str],
     ) -> _Read:
         async with self.pool.connection() as conn:
             scopes = None
@@ -126,10 +125,9 @@ class Reader:
                 conn,
                 customer_id=customer_id,
                 identity=identity,
-                placements=placements,
                 currency=get_settings().shop_currency,
             )
-        self._keep((customer_id, identity, tuple(placements)), snapshot)
+        self._keep((customer_id, identity), snapshot)
         active = RUNTIME.cached()
         if snapshot.deployment_id != active.deployment_id:
             active = await asyncio.to_thread(_refresh_rules)  # rules changed: compile once

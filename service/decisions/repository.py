@@ -9,7 +9,6 @@ connection. The log is written with COPY, the cheapest way in.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -63,7 +62,8 @@ class Snapshot:
 
 
 # One statement: the active deployment, and the customer (by id or identity, followed
-# through a merge) with their spend, segments and unexpired inbox for the placements.
+# through a merge) with their spend, segments and unexpired inbox entries for placements
+# (all of them: one snapshot serves any request for the customer, see reader.py).
 _SNAPSHOT = (
     "WITH ref AS ("
     "  SELECT %(customer_id)s::uuid AS id WHERE %(customer_id)s::uuid IS NOT NULL"
@@ -82,7 +82,7 @@ _SNAPSHOT = (
     "   'placement', x.placement, 'params', x.params, 'expires_at', x.expires_at)"
     "   ORDER BY x.created_at DESC, x.id DESC) FROM inbox_items AS x"
     "   WHERE x.customer_id = c.id AND x.used_at IS NULL AND x.expires_at > now()"
-    "   AND x.placement = ANY(%(placements)s::text[])), '[]') AS inbox "
+    "   AND x.placement IS NOT NULL), '[]') AS inbox "
     "FROM (SELECT max(id) AS deployment_id FROM rule_deployments WHERE status = 'active') AS d"
     " LEFT JOIN target AS t ON true"
     " LEFT JOIN customers AS c ON c.id = t.id"
@@ -103,7 +103,6 @@ async def snapshot(
     *,
     customer_id: uuid.UUID | None,
     identity: tuple[str, str] | None,
-    placements: Sequence[str],
     currency: str,
 ) -> Snapshot:
     kind, value = identity or (None, None)
@@ -114,7 +113,6 @@ async def snapshot(
             "customer_id": customer_id,
             "kind": kind,
             "value": value,
-            "placements": list(placements),
             "currency": currency,
         },
         prepare=True,

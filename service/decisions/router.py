@@ -74,7 +74,6 @@ async def answer_request(
         key_hash=None if cached is not None else key_hash,
         customer_id=customer_id,
         identity=identity,
-        placements=body.placements,
     )
     scopes = cached if cached is not None else (got.scopes if got else None)
     if scopes is not None and not scopes:
