@@ -6,6 +6,7 @@ database of their own; each test uses its own customers."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import time
@@ -23,8 +24,11 @@ from service.actions import service as actions
 from service.actions.models import Action
 from service.app import create_app
 from service.auth.service import Scope, create_key
+from service.decisions import repository as decisions_repository
 from service.decisions.log import LOG
 from service.decisions.models import Decision, Exposure
+from service.decisions.reader import Reader
+from service.profiles.identity import USER_ID, lookup_key
 from service.rules import service as rules
 from service.settings import get_settings
 from tests.conftest import clear_caches
@@ -203,6 +207,46 @@ def test_a_cached_snapshot_is_served_for_at_most_its_ttl(
     fresh = decide(shop, user_id="ttl1", placements=["homepage_hero"])
     assert "high_value" in fresh["segments"]
     assert fresh["placements"]["homepage_hero"]["content"]["id"] == "premium_collection"
+
+
+def identity_of(user: str) -> tuple[str, str]:
+    key = lookup_key(USER_ID, user)
+    assert key is not None
+    return key.kind, key.value
+
+
+def test_reads_for_one_customer_at_the_same_moment_share_one_query(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page whose widgets ask one placement each, at once: one snapshot read."""
+    send(shop, identify("w1"))
+    calls: list[object] = []
+    original = decisions_repository.snapshot
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        calls.append(kwargs.get("identity"))
+        return await original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(decisions_repository, "snapshot", counted)
+
+    async def page() -> list[object]:
+        pool = decisions_repository.open_pool(url=db.database_url(), budget_ms=5000, size=2)
+        await pool.open()
+        try:
+            reader = Reader(pool)
+            who = {"key_hash": None, "customer_id": None, "identity": identity_of("w1")}
+            other = {**who, "identity": identity_of("someone-else")}
+            return await asyncio.gather(
+                reader.read(**who), reader.read(**who), reader.read(**who), reader.read(**other)
+            )
+        finally:
+            await pool.close()
+
+    reads = asyncio.run(page())
+    assert all(r is not None for r in reads)
+    assert reads[0] is reads[1] is reads[2]  # the same read, answered to all three
+    assert reads[3] is not reads[0]
+    assert len(calls) == 2  # one per customer
 
 
 def test_context_decides_and_explain_says_why_a_rule_did_not_match(shop: Shop) -> None:

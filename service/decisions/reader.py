@@ -45,6 +45,7 @@ class Reader:
         self._keys: dict[str, tuple[frozenset[str], float]] = {}
         # (customer id, identity) → (snapshot, monotonic expiry); oldest first.
         self._snapshots: dict[tuple[Any, ...], tuple[Snapshot, float]] = {}
+        self._inflight: dict[tuple[Any, ...], asyncio.Task[_Read]] = {}
         self._files: Active | None = None
         self._degraded_count: dict[str, int] = {}
         self._degraded_logged = 0.0
@@ -57,8 +58,7 @@ class Reader:
         hit = self._cached(**kwargs)
         if hit is not None:
             return hit
-        task = asyncio.create_task(self._read(**kwargs))
-        task.add_done_callback(_retrieve)
+        task = self._task(**kwargs)
         budget = get_settings().decision_budget_ms / 1000
         done, _ = await asyncio.wait({task}, timeout=budget)
         if not done:
@@ -68,6 +68,21 @@ class Reader:
             self._degraded(type(task.exception()).__name__)
             return None
         return task.result()
+
+    def _task(self, **kwargs: Any) -> asyncio.Task[_Read]:
+        """The read for this customer: one already on its way (a page's other widgets
+        asking at the same moment), or a new one. A read that checks a key is never
+        shared: its answer is for that key."""
+        key = (kwargs["customer_id"], kwargs["identity"])
+        shared = kwargs["key_hash"] is None
+        task = self._inflight.get(key) if shared else None
+        if task is None:
+            task = asyncio.create_task(self._read(**kwargs))
+            task.add_done_callback(_retrieve)
+            if shared:
+                self._inflight[key] = task
+                task.add_done_callback(lambda done: self._inflight.pop(key, None))
+        return task
 
     def _cached(
         self,
