@@ -14,6 +14,10 @@ a context with a cart value. Two runs each:
   p50, p99, max. Target for decisions: p99 ≤ 10 ms.
 - flat out: BENCH_CONCURRENCY (32) in flight for BENCH_SECONDS; requests/s. Target:
   decisions ≥ 50% of the bare endpoint.
+- flat out again, decisions only, as pages whose three widgets each ask for their own
+  placement at once (three requests in a row for one customer): what the per-customer
+  snapshot (read once, shared by reads at the same moment, kept DECISION_CACHE_TTL_S)
+  saves.
 """
 
 from __future__ import annotations
@@ -76,6 +80,9 @@ def run(url: str) -> None:
     seed(support.libpq_url(url))
     print(f"seeded {PROFILES:,} profiles in {time.monotonic() - started:.1f} s", flush=True)
     requests = [("/v1/decisions", body(), headers) for _ in range(50_000)]
+    # Pages whose widgets ask one placement each, at once: three requests in a row for
+    # one customer (decisions only; the bare endpoint's answer does not depend on it).
+    widgets = [("/v1/decisions", data, headers) for _ in range(17_000) for data in page()]
 
     results: dict[str, dict[str, float]] = {}
     for label, command in (
@@ -98,6 +105,8 @@ def run(url: str) -> None:
             load.run(base, requests[:2000], concurrency=CONCURRENCY, seconds=2)  # warm-up
             paced = paced_run(base, requests[: int(RATE * SECONDS)])
             flat = load.run(base, requests, concurrency=CONCURRENCY, seconds=SECONDS)
+            if label == "POST /v1/decisions":
+                by_widget = load.run(base, widgets, concurrency=CONCURRENCY, seconds=SECONDS)
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -124,6 +133,10 @@ def run(url: str) -> None:
             f"{label:<36}{r['p50']:>8.2f}{r['p99']:>8.2f}{r['max']:>8.2f}"
             f"{r['rate']:>8.0f}{r['flat']:>9,.0f}{r['flat'] / bare:>9.2f}"
         )
+    print(
+        f"{'POST /v1/decisions, one per widget':<36}{'':>32}{by_widget.rate:>9,.0f}"
+        f"{by_widget.rate / bare:>9.2f}   (3 requests a page, one placement each)"
+    )
     print(f"decisions logged: {logged:,}, of which degraded (defaults served): {degraded:,}")
     d = results["POST /v1/decisions"]
     print(
@@ -147,6 +160,16 @@ def body() -> bytes:
     else:
         request["anonymous_id"] = f"visitor-{uuid.uuid4().hex[:8]}"  # never seen
     return json.dumps(request).encode()
+
+
+def page() -> list[bytes]:
+    """One page view of a known customer whose three widgets ask separately."""
+    i = random.randrange(PROFILES)
+    context = {"cart": {"value": random.choice([0, 20, 45, 80, 150])}, "device": "mobile"}
+    return [
+        json.dumps({"user_id": f"u{i}", "placements": [p], "context": context}).encode()
+        for p in PLACEMENTS
+    ]
 
 
 def check(base: str, request: tuple[str, bytes, dict[str, str]]) -> None:
