@@ -305,15 +305,8 @@ def drive() -> Pass:
         started = time.perf_counter()
         while True:
             with db.transaction() as session:
-                active = RUNTIME.active(session)
-                assert active.segments is not None
                 run = service.advance(
-                    session,
-                    engine=RUNTIME.engine,
-                    compiled=active.segments,
-                    version_ids=active.version_ids,
-                    now=datetime.now(UTC),
-                    batch=batch,
+                    session, engine=RUNTIME.engine, definitions=RUNTIME.active, batch=batch
                 )
                 body_done = time.perf_counter()
             result.parts["commit"] += time.perf_counter() - body_done

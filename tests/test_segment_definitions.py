@@ -54,6 +54,10 @@ def errors_of(source: str, file: str = "segments/s.yaml") -> list[str]:
             "segments/s.yaml:4: unknown profile fact 'shoe_size'",
         ),
         (
+            "- count: {event: Segment Entered, within: 1d, at_least: 1}",
+            "segments/s.yaml:4: Segment Entered: a segment cannot depend on other segments'",
+        ),
+        (
             "- profile.orders_count: {gte: 5}\n- profile.orders_count: {lt: 2}",
             "segments/s.yaml:4: no customer can ever be in this segment: no value of",
         ),
@@ -170,3 +174,12 @@ def test_rules_validate_counts_segments_and_rules_test_runs_theirs() -> None:
         )
         assert run.returncode == 0, run.stdout + run.stderr
         assert expected in run.stdout
+
+
+def test_a_segment_id_fits_its_stored_version_name() -> None:
+    long = "s" * 56
+    found = errors_of(segment("when:\n  - profile.orders_count: {gte: 1}\n", name=long))
+    assert found == ["segments/s.yaml:1: segment: String should have at most 55 characters"]
+    assert load_segment_source(
+        "segments/s.yaml", segment("when:\n  - profile.orders_count: {gte: 1}\n", name=long[:55])
+    )

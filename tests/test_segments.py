@@ -66,14 +66,11 @@ def active(session: Session, rules_dir: Path) -> int:
 
 def finish_runs(session: Session, *, now: datetime, batch: int = 1000) -> int:
     """Advance every running refresh or backfill to its end; returns the batches."""
-    active = rules.RUNTIME.active(session)
-    assert active.segments is not None
     batches = 0
     while service.advance(
         session,
         engine=rules.RUNTIME.engine,
-        compiled=active.segments,
-        version_ids=active.version_ids,
+        definitions=rules.RUNTIME.active,
         now=now,
         batch=batch,
     ):
@@ -234,15 +231,8 @@ def test_a_changed_definition_backfills_every_customer_with_progress(
     assert (run.kind, run.segments, run.done) == ("backfill", ["high_value"], 0)
     assert run.total == repository.count_customers(session) >= 3
     seen = []
-    active_now = rules.RUNTIME.active(session)
-    assert active_now.segments is not None
     while service.advance(
-        session,
-        engine=rules.RUNTIME.engine,
-        compiled=active_now.segments,
-        version_ids=active_now.version_ids,
-        now=NOW,
-        batch=1,
+        session, engine=rules.RUNTIME.engine, definitions=rules.RUNTIME.active, now=NOW, batch=1
     ):
         seen.append(run.done)
     # One customer per committed batch (and an empty one that finds the end).
@@ -336,7 +326,7 @@ def test_window_counts_in_sql_match_the_files_own_tests(session: Session, active
             )
             history.setdefault(customer, []).append((*stored_filter(name), occurred))
     bounds = window_bounds(compiled.windows, now=NOW)
-    counted = repository.window_counts(session, customers, bounds, now=NOW)
+    counted = repository.window_counts(session, customers, bounds)
     for customer in customers:
         expected = counts_from(compiled.windows, history.get(customer, []), now=NOW)
         got = {k: counted.get(customer, {}).get(k, 0) for k in expected}
@@ -417,3 +407,41 @@ def test_rules_take_customers_own_events_before_segment_announcements(
     rules_repository.mark_evaluated(session, [first.id], at=NOW)
     rest = rules_repository.claim_unevaluated(session, limit=10)
     assert [e.name for e in rest] == ["Segment Entered"] * 5
+
+
+def test_steady_traffic_leaves_announcements_a_fifth_of_each_batch(
+    client: TestClient, session: Session, keys, active: int
+) -> None:
+    from service.rules import repository as rules_repository
+
+    send(client, keys, order("q1", "o-q1", "900.00"))
+    resolve_all()
+    customer = customer_of(session, "q1")
+    session.execute(
+        text("UPDATE events SET evaluated_at = now() WHERE customer_id = :c"), {"c": customer}
+    )
+    for i in range(3):
+        service.add(session, customer=customer, segment=f"list_{i}", by="api", now=NOW)
+    views = [
+        track("Product Viewed", user="q1", product_id=f"p{i}", timestamp=at(-timedelta(seconds=i)))
+        for i in range(12)
+    ]
+    send(client, keys, *views)
+    resolve_all()
+    batch = rules_repository.claim_unevaluated(session, limit=10)
+    names = sorted(e.name for e in batch)
+    assert names == ["Product Viewed"] * 8 + ["Segment Entered"] * 2
+
+
+def test_a_batch_with_an_older_clock_still_counts_the_newest_event(
+    client: TestClient, session: Session, keys, active: int
+) -> None:
+    """A refresh batch that took its time before waiting for a customer's lock must not
+    undo what the evaluation holding the lock just did."""
+    send(client, keys, add_to_cart("o1", when=timedelta(0)))
+    evaluate(session)
+    customer = customer_of(session, "o1")
+    assert service.start_refresh(session, segments=["high_intent_at_risk"]) is not None
+    finish_runs(session, now=NOW - timedelta(seconds=30))  # a clock 30 s behind the event
+    (period,) = periods(session, customer, "high_intent_at_risk")
+    assert period.exited_at is None

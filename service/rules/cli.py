@@ -58,6 +58,7 @@ def run_tests(directory: Path | None) -> None:
     """Run the tests written in the rule and segment files (fake clock; exit 1 on any
     failure)."""
     from service.rules.engine import Engine
+    from service.rules.loader import LoadedSegment
     from service.rules.testing import run_file
     from service.segments.definitions import run_tests as run_segment_file
 
@@ -66,7 +67,7 @@ def run_tests(directory: Path | None) -> None:
     passed = failed = 0
     loaded, segments = _load(_dir(directory))
     for item in [*loaded, *segments]:
-        runner = run_file if item in loaded else run_segment_file
+        runner = run_segment_file if isinstance(item, LoadedSegment) else run_file
         for result in runner(item, engine=engine, consent_defaults=defaults):
             mark = "PASS" if result.passed else "FAIL"
             click.echo(f"{mark}  {item.file} :: {result.name}")

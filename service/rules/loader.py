@@ -344,6 +344,9 @@ def _segment_semantic(sf: SegmentFile) -> Iterator[tuple[tuple[Any, ...], str]]:
         for window in _windows_in(condition):
             if window.same:
                 yield ("when", i), "segments have no trigger event to be the same as: drop `same`"
+            named = window.events if isinstance(window, AbsentSpec) else [window.event]
+            for name in sorted(SEGMENT_EVENTS & set(named)):
+                yield ("when", i), f"{name}: a segment cannot depend on other segments' members"
     conflict = _contradiction(sf.when)
     if conflict:
         yield ("when",), f"no customer can ever be in this segment: {conflict}"

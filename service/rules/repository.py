@@ -132,20 +132,17 @@ def metrics_snapshot(session: Session) -> Row[Any]:
 def claim_unevaluated(session: Session, *, limit: int) -> Sequence[Event]:
     """Resolved events not yet evaluated, locked (concurrent workers take other ones),
     in customer order so per-customer locks are always taken in one order. Events of
-    customers' own making come first, then segments' announcements: a backfill that
-    moves 50,000 customers into a segment must not hold up the next page view."""
-    pending = (Event.customer_id.is_not(None), Event.evaluated_at.is_(None))
-    ids: list[int] = []
-    # Literals, in the partial index's own terms, so the planner can use it.
-    for only in (f"events.source <> '{EVENT_SOURCE}'", f"events.source = '{EVENT_SOURCE}'"):
-        if len(ids) < limit:
-            ids += session.scalars(
-                select(Event.id)
-                .where(*pending, text(only))
-                .order_by(Event.id)
-                .limit(limit - len(ids))
-                .with_for_update(skip_locked=True)
-            )
+    customers' own making come first, up to four fifths of the batch, then segments'
+    announcements, then more of the former if there is room: a backfill that moves
+    50,000 customers into a segment does not hold up the next page view, and steady
+    traffic does not hold up the announcements until they are too old to act on."""
+    live = f"events.source <> '{EVENT_SOURCE}'"  # literals, in the partial index's terms
+    announced = f"events.source = '{EVENT_SOURCE}'"
+    first = limit - limit // 5
+    own = _claim(session, live, limit=first)
+    ids = own + _claim(session, announced, limit=limit - len(own))
+    if len(own) == first and len(ids) < limit:  # more waiting, and room left
+        ids += _claim(session, live, limit=limit - len(ids), after=own[-1])
     if not ids:
         return []
     return session.scalars(
@@ -153,6 +150,21 @@ def claim_unevaluated(session: Session, *, limit: int) -> Sequence[Event]:
         .where(Event.id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger))))
         .order_by(Event.customer_id, Event.occurred_at, Event.id)
     ).all()
+
+
+def _claim(session: Session, which: str, *, limit: int, after: int = 0) -> list[int]:
+    if limit <= 0:
+        return []
+    return list(
+        session.scalars(
+            select(Event.id)
+            .where(Event.customer_id.is_not(None), Event.evaluated_at.is_(None), text(which))
+            .where(Event.id > after)
+            .order_by(Event.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
 
 
 def mark_evaluated(session: Session, ids: Sequence[int], *, at: datetime) -> None:

@@ -450,7 +450,8 @@ class SegmentFile(_Strict):
     holds now. Conditions test the profile (computed traits, traits, consent) and the
     customer's events in windows that end now (`count`, `absent`)."""
 
-    segment: Annotated[str, Field(pattern=IDENTIFIER)]
+    # 55: its versions are kept as `segment:<id>`, in 64 characters.
+    segment: Annotated[str, Field(pattern=IDENTIFIER, max_length=55)]
     version: int = Field(ge=1)
     description: str = ""
     events: list[str] = Field(default_factory=list)

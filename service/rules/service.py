@@ -26,6 +26,7 @@ from service.rules.loader import SEGMENT_PREFIX, LoadedRuleset, LoadedSegment, R
 from service.rules.models import RuleDeployment, RuleFiring
 from service.segments import service as segments
 from service.segments.definitions import CompiledSegments, compile_segments
+from service.segments.models import EVENT_SOURCE
 from service.settings import get_settings
 
 log = structlog.get_logger(__name__)
@@ -270,13 +271,15 @@ def evaluate_pending(session: Session, *, limit: int = 500, now: datetime | None
     if not events:
         return 0
     settings = get_settings()
+    # The active rules are read once the customers are locked: a deployment committed
+    # before the locks is seen; one committed after waits for them in its backfill.
+    repository.lock_customers(session, {e.customer_id for e in events if e.customer_id})
     active = RUNTIME.active(session)
     if active.deployment_id is None:
         reload(session, directory=settings.rules_dir, origin="startup")
         active = RUNTIME.active(session)
     oldest = now - timedelta(seconds=settings.rules_max_event_age_s)
     fresh = [e for e in events if e.occurred_at >= oldest]
-    repository.lock_customers(session, {e.customer_id for e in events if e.customer_id})
     if active.segments is not None:
         # Segments first, so rules see the membership this event brought about. The
         # events that announce a change need not recompute it.
@@ -285,9 +288,7 @@ def evaluate_pending(session: Session, *, limit: int = 500, now: datetime | None
             engine=RUNTIME.engine,
             compiled=active.segments,
             version_ids=active.version_ids,
-            customers={
-                e.customer_id for e in events if e.customer_id and e.source != segments.SOURCE
-            },
+            customers={e.customer_id for e in events if e.customer_id and e.source != EVENT_SOURCE},
             now=now,
             reason="event",
         )

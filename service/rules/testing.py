@@ -101,7 +101,9 @@ class MemoryStore:
 
 
 @dataclass(frozen=True)
-class _Facts:
+class GivenProfile:
+    """A test's profile, as the facts rules and segments see."""
+
     profile: TestProfile
 
     def facts(self, *, now: datetime, consent_defaults: dict[str, bool]) -> dict[str, Any]:
@@ -146,7 +148,7 @@ def _run(
     engine: Engine,
     consent_defaults: dict[str, bool],
 ) -> TestResult:
-    profile = _Facts(test.profile)
+    profile = GivenProfile(test.profile)
     if test.decide is not None:
         shown = _decide(test.decide, ruleset, profile, engine=engine, defaults=consent_defaults)
         return TestResult(file=file, name=test.name, failures=_compare(test, shown), acted=shown)
@@ -233,7 +235,7 @@ def _run(
 def _decide(
     decide: TestDecision,
     ruleset: CompiledRuleset,
-    profile: _Facts,
+    profile: GivenProfile,
     *,
     engine: Engine,
     defaults: dict[str, bool],

@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from service.rules.engine import CompiledRuleset, Engine, Window
-from service.rules.facts import PROFILE_FACTS, stored_filter
+from service.rules.facts import stored_filter
 from service.rules.loader import LoadedRuleset, LoadedSegment
 from service.rules.schema import (
     AbsentSpec,
@@ -29,6 +29,7 @@ from service.rules.schema import (
     Trigger,
     parse_duration,
 )
+from service.rules.testing import START, GivenProfile
 
 TRIGGER = "Segment Check"  # what a segment's rule matches on; no event has this name
 
@@ -60,10 +61,10 @@ def compile_segments(engine: Engine, segments: Iterable[LoadedSegment]) -> Compi
     rules = [_as_rule(s.definition) for s in chosen]
     definition = RuleFile.model_construct(ruleset="segments", version=1, rules=rules, tests=[])
     loaded = LoadedRuleset(file="segments/", source="", content_hash=digest, definition=definition)
-    compiled = engine.compile(loaded) if rules else None
-    windows = tuple(w for r in (compiled.rules.values() if compiled else ()) for w in r.windows)
+    compiled = engine.compile(loaded)
+    windows = tuple(w for r in compiled.rules.values() for w in r.windows)
     return CompiledSegments(
-        ruleset=compiled or _empty(engine),
+        ruleset=compiled,
         segments={s.name: s for s in chosen},
         windows=windows,
     )
@@ -78,14 +79,6 @@ def _as_rule(definition: SegmentFile) -> Rule:
         when=definition.when,
         actions=[SegmentAction(segment=SegmentSpec(add=definition.segment))],
     )
-
-
-def _empty(engine: Engine) -> CompiledRuleset:
-    definition = RuleFile.model_construct(ruleset="segments", version=1, rules=[], tests=[])
-    loaded = LoadedRuleset(
-        file="segments/", source="", content_hash="0" * 64, definition=definition
-    )
-    return engine.compile(loaded)
 
 
 def window_bounds(
@@ -112,16 +105,12 @@ def counts_from(
     counts: dict[str, int] = {}
     for key, type_, name, since in window_bounds(windows, now=now):
         counts[key] = counts.get(key, 0) + sum(
-            1
-            for t, n, at in stored
-            if t == type_ and (name is None or n == name) and since <= at <= now
+            1 for t, n, at in stored if t == type_ and (name is None or n == name) and since <= at
         )
     return counts
 
 
 # --- a segment file's own tests -----------------------------------------------------------
-
-NOW = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)  # any fixed instant would do
 
 
 @dataclass
@@ -153,17 +142,9 @@ def _run(
     engine: Engine,
     consent_defaults: dict[str, bool],
 ) -> SegmentTestResult:
-    given = test.profile.model_dump(exclude={"traits", "segments", "consent"})
-    profile = {
-        **dict.fromkeys(PROFILE_FACTS),
-        "orders_count": 0,
-        **given,
-        "segments": [],
-        "consent": {**consent_defaults, **test.profile.consent},
-        "traits": test.profile.traits,
-    }
-    stored = [(*stored_filter(e.event), NOW - parse_duration(e.ago)) for e in test.history]
-    counts = counts_from(compiled.windows, stored, now=NOW)
+    profile = GivenProfile(test.profile).facts(now=START, consent_defaults=consent_defaults)
+    stored = [(*stored_filter(e.event), START - parse_duration(e.ago)) for e in test.history]
+    counts = counts_from(compiled.windows, stored, now=START)
     inside = loaded.name in compiled.match(engine, profile=profile, counts=counts)
     got = "in" if inside else "out"
     failures = [] if got == test.expect else [f"expected {test.expect}, got {got}"]

@@ -13,7 +13,7 @@ from sqlalchemy import Row, Uuid, and_, any_, bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from service.db import json_document
+from service.db import advisory_xact_locks, json_document
 from service.events.models import Event
 from service.profiles.models import Customer
 from service.segments.models import OPEN, SegmentMembership, SegmentRun
@@ -73,6 +73,7 @@ def leave(session: Session, periods: Sequence[int], *, at: datetime, by: str) ->
             text(
                 "UPDATE segment_memberships SET exited_at = :at, exited_by = :by "
                 "WHERE id = ANY(CAST(:ids AS bigint[])) AND exited_at IS NULL "
+                "AND entered_at <= :at "  # never before it began (a batch with an older clock)
                 "RETURNING id, customer_id, segment, version"
             ),
             {"ids": list(periods), "at": at, "by": by},
@@ -112,8 +113,6 @@ def window_counts(
     session: Session,
     customers: Sequence[uuid.UUID],
     bounds: Sequence[tuple[str, str, str | None, datetime]],
-    *,
-    now: datetime,
 ) -> dict[uuid.UUID, dict[str, int]]:
     """For each customer, how many of their events fall in each window: one grouped scan
     of their events since the earliest window start. `bounds` are (key, type, name or
@@ -130,7 +129,9 @@ def window_counts(
         select(Event.customer_id, *columns)
         # One array parameter: a plan that holds whatever the table's statistics.
         .where(Event.customer_id == any_(bindparam("ids", list(customers), type_=ARRAY(Uuid))))
-        .where(Event.occurred_at >= min(b[3] for b in bounds), Event.occurred_at <= now)
+        # No upper bound: an event committed after `now` was read (a batch that waited
+        # for a customer's lock, a client clock ahead) still counts.
+        .where(Event.occurred_at >= min(b[3] for b in bounds))
         .group_by(Event.customer_id)
     )
     counts: dict[uuid.UUID, dict[str, int]] = {}
@@ -177,10 +178,19 @@ def add_run(session: Session, *, kind: str, segments: Sequence[str], total: int)
     return run
 
 
-def running(session: Session, *, kind: str | None = None) -> list[SegmentRun]:
+def lock_runs(session: Session) -> None:
+    """Serialise starting runs (one refresh at a time; a backfill folds in the last)."""
+    advisory_xact_locks(session, ["segment_runs"])
+
+
+def running(
+    session: Session, *, kind: str | None = None, for_update: bool = False
+) -> list[SegmentRun]:
     statement = select(SegmentRun).where(SegmentRun.status == "running").order_by(SegmentRun.id)
     if kind is not None:
         statement = statement.where(SegmentRun.kind == kind)
+    if for_update:  # waits for a worker's batch, then sees the row as it committed it
+        statement = statement.with_for_update().execution_options(populate_existing=True)
     return list(session.scalars(statement))
 
 
@@ -227,6 +237,28 @@ def members(
     if after is not None:
         statement = statement.where(SegmentMembership.customer_id > after)
     return list(session.scalars(statement))
+
+
+def open_segments(session: Session, customer: uuid.UUID) -> list[str]:
+    return list(
+        session.scalars(
+            select(SegmentMembership.segment)
+            .where(SegmentMembership.customer_id == customer, OPEN)
+            .order_by(SegmentMembership.segment)
+        )
+    )
+
+
+def merged_among(session: Session, customers: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of `customers` merged into another profile (which carries their events)."""
+    return set(
+        session.scalars(
+            select(Customer.id).where(
+                Customer.id == any_(bindparam("ids", list(customers), type_=ARRAY(Uuid))),
+                Customer.merged_into_id.is_not(None),
+            )
+        )
+    )
 
 
 def periods_of(session: Session, customer: uuid.UUID, *, limit: int) -> list[SegmentMembership]:

@@ -80,7 +80,7 @@ def _segments(session: Session) -> list[SegmentOut]:
 
 @router.get("/v1/segments", response_model=SegmentsOut, responses=problem_responses(401, 403, 500))
 def list_segments(session: DbSession, _: Marketer) -> SegmentsOut:
-    """Every segment: those defined in `rules/segments/` and those rules or the API fill,
+    """Every segment: those defined in `rules/segments/` and those rules' actions fill,
     with their current size, and the progress of backfills and of the last refresh."""
     refresh = next(
         (r for r in repository.recent_runs(session, limit=20) if r.kind == "refresh"), None
@@ -172,7 +172,7 @@ def profile_segments(
     periods = repository.periods_of(session, customer.id, limit=limit)
     return ProfileSegmentsOut(
         customer_id=customer.id,
-        segments=sorted(p.segment for p in periods if p.exited_at is None),
+        segments=repository.open_segments(session, customer.id),
         periods=[
             PeriodOut(
                 segment=p.segment,

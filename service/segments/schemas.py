@@ -29,7 +29,7 @@ class RunOut(BaseModel):
 class SegmentOut(BaseModel):
     id: str
     computed: bool = Field(
-        description="Defined by a file in rules/segments/ (else filled by rules or the API)."
+        description="Defined by a file in rules/segments/ (else filled by rules' segment actions)."
     )
     description: str
     version: int | None = Field(description="The active definition's version.")

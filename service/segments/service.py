@@ -11,10 +11,10 @@ Left` event to the profile, which rules can trigger on.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import structlog
 from sqlalchemy.orm import Session
@@ -31,7 +31,6 @@ from service.worker import nudge_after_commit
 log = structlog.get_logger(__name__)
 
 DEFINITION = "definition"  # `added_by` of a period a segment file opened
-SOURCE = EVENT_SOURCE  # the source of the events that announce changes
 ENTERED, LEFT = "Segment Entered", "Segment Left"
 ADVANCE_TASK = "service.segments.tasks.advance"
 
@@ -56,21 +55,24 @@ def update(
     """Recompute these customers' membership of the active segments (or of `only`,
     which may name segments no longer defined: their members leave) as of `now`.
     The caller holds the customers' locks."""
-    wanted = sorted(set(customers))
     scope = set(only) if only is not None else set(compiled.segments)
+    wanted = sorted(set(customers))
     if not wanted or not scope:
         return Changed()
+    # A profile merged into another (since the batch was chosen) is no one's segment.
+    merged = repository.merged_among(session, wanted)
+    wanted = [c for c in wanted if c not in merged]
     settings = get_settings()
     profiles = rules_repository.profiles(session, wanted, currency=settings.shop_currency)
     bounds = window_bounds(compiled.windows, now=now)
-    counts = repository.window_counts(session, wanted, bounds, now=now) if bounds else {}
+    counts = repository.window_counts(session, wanted, bounds) if bounds else {}
     current = repository.open_memberships(session, wanted, scope)
     entering: list[dict[str, Any]] = []
     leaving: dict[str, list[int]] = {"no longer matches": [], "definition removed": []}
     for customer in wanted:
         profile = profiles.get(customer)
         if profile is None:
-            continue  # merged into another profile, or erased
+            continue  # erased
         facts = profile.facts(now=now, consent_defaults=settings.consent_defaults)
         inside = compiled.match(engine, profile=facts, counts=counts.get(customer, {})) & scope
         had = current.get(customer, {})
@@ -133,7 +135,7 @@ def _announce(
         session,
         [
             {
-                "source": SOURCE,
+                "source": EVENT_SOURCE,
                 "message_id": f"{p.id}:{suffix}",
                 "customer_id": p.customer_id,
                 "name": name,
@@ -159,7 +161,11 @@ def definitions_changed(
     changed |= set(before) - set(after)
     if not changed:
         return None
-    for run in repository.running(session, kind="backfill"):
+    repository.lock_runs(session)
+    # Locked (a worker may be finishing one): a run that ended meanwhile stays done.
+    for run in repository.running(session, kind="backfill", for_update=True):
+        if run.status != "running":
+            continue
         changed |= set(run.segments)
         run.status, run.note = "superseded", "the definitions changed again"
     run = repository.add_run(
@@ -176,6 +182,7 @@ def definitions_changed(
 def start_refresh(session: Session, *, segments: Iterable[str]) -> SegmentRun | None:
     """Start a refresh of these segments unless one is running."""
     names = sorted(segments)
+    repository.lock_runs(session)  # the schedule and the API may ask at the same moment
     if not names or repository.running(session, kind="refresh"):
         return None
     run = repository.add_run(
@@ -186,33 +193,49 @@ def start_refresh(session: Session, *, segments: Iterable[str]) -> SegmentRun | 
     return run
 
 
+class Definitions(Protocol):
+    """The active segment definitions (the rules service's `Active`)."""
+
+    @property
+    def segments(self) -> CompiledSegments | None: ...
+
+    @property
+    def version_ids(self) -> dict[str, int]: ...
+
+
 def advance(
     session: Session,
     *,
     engine: Engine,
-    compiled: CompiledSegments,
-    version_ids: dict[str, int],
-    now: datetime,
+    definitions: Callable[[Session], Definitions],
     batch: int,
+    now: datetime | None = None,
 ) -> SegmentRun | None:
     """Take the oldest running run no one else is advancing and do its next batch of
     customers; None when there is none. Committed per batch by the caller: the locks
-    on a batch's customers are held for one batch only."""
+    on a batch's customers are held for one batch only. The definitions and the time
+    are read once the customers are locked: a deployment or an event committed before
+    the locks is then seen (read before, a batch could recompute with the previous
+    definitions, or miss the event that a concurrent evaluation had just counted)."""
     run = repository.claim_run(session)
     if run is None:
         return None
     customers = repository.customers_after(session, run.cursor, limit=batch)
     rules_repository.lock_customers(session, customers)
-    changed = update(
-        session,
-        engine=engine,
-        compiled=compiled,
-        version_ids=version_ids,
-        customers=customers,
-        now=now,
-        reason=run.kind,
-        only=run.segments,
-    )
+    active = definitions(session)
+    now = now or datetime.now(UTC)
+    changed = Changed()
+    if active.segments is not None:
+        changed = update(
+            session,
+            engine=engine,
+            compiled=active.segments,
+            version_ids=active.version_ids,
+            customers=customers,
+            now=now,
+            reason=run.kind,
+            only=run.segments,
+        )
     run.done += len(customers)
     run.entered += changed.entered
     run.exited += changed.exited
@@ -220,9 +243,10 @@ def advance(
         run.cursor = customers[-1]
     if len(customers) < batch:
         run.status, run.finished_at = "done", now
-        # A pass can change many periods at once (a first backfill fills an empty table):
-        # fresh statistics keep every later plan on memberships sound.
-        repository.analyze(session)
+        if run.kind == "backfill":
+            # It may have filled an empty table: statistics from before would mislead
+            # the planner on every later read of memberships.
+            repository.analyze(session)
         log.info(
             "segments_run_done",
             run_id=run.id,

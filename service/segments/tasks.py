@@ -4,15 +4,15 @@ backfills a committed batch at a time."""
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 
 import structlog
+from sqlalchemy.orm import Session
 
 from service import db
 from service.rules.service import RUNTIME
 from service.segments import service
 from service.settings import get_settings
-from service.worker import get_celery
+from service.worker import NUDGER, get_celery, task
 
 log = structlog.get_logger(__name__)
 
@@ -23,15 +23,14 @@ log = structlog.get_logger(__name__)
 TIME_BUDGET_S = 0.5
 
 
-@get_celery().task(name="service.segments.tasks.refresh", acks_late=True, ignore_result=True)
-def refresh() -> int | None:
+@task(name="service.segments.tasks.refresh")
+def refresh(session: Session) -> int | None:
     """Start a refresh of every active segment, unless one is running."""
-    with db.transaction() as session:
-        active = RUNTIME.active(session)
-        if active.segments is None:
-            return None
-        run = service.start_refresh(session, segments=active.segments.segments)
-        return run.id if run else None
+    active = RUNTIME.active(session)
+    if active.segments is None:
+        return None
+    run = service.start_refresh(session, segments=active.segments.segments)
+    return run.id if run else None
 
 
 @get_celery().task(name=service.ADVANCE_TASK, acks_late=True, ignore_result=True)
@@ -43,19 +42,11 @@ def advance() -> int:
     batch = get_settings().segment_batch_size
     while time.monotonic() - started < TIME_BUDGET_S:
         with db.transaction() as session:
-            active = RUNTIME.active(session)
-            if active.segments is None:
-                return batches
             run = service.advance(
-                session,
-                engine=RUNTIME.engine,
-                compiled=active.segments,
-                version_ids=active.version_ids,
-                now=datetime.now(UTC),
-                batch=batch,
+                session, engine=RUNTIME.engine, definitions=RUNTIME.active, batch=batch
             )
         if run is None:
             return batches
         batches += 1
-    get_celery().send_task(service.ADVANCE_TASK)
+    NUDGER.nudge(service.ADVANCE_TASK)  # the rest, behind what came meanwhile
     return batches
