@@ -51,12 +51,26 @@ class _Runtime:
         self.engine = Engine()
         self._active = Active(None, [], {})
         self._lock = threading.Lock()
+        self._compiling = threading.Lock()
 
     def active(self, session: Session) -> Active:
         deployment_id = repository.active_deployment_id(session)
         with self._lock:
             if deployment_id == self._active.deployment_id:
                 return self._active
+        # One thread compiles; the others wait for it (the decision endpoint asks from
+        # many requests at once when the rules change, and each compile parses every file).
+        with self._compiling:
+            with self._lock:
+                if deployment_id == self._active.deployment_id:
+                    return self._active
+            active = self._compile(session, deployment_id)
+            with self._lock:
+                self._active = active
+        log.info("rules_compiled", deployment_id=deployment_id)
+        return active
+
+    def _compile(self, session: Session, deployment_id: int | None) -> Active:
         compiled, ids, segment_files = [], {}, []
         if deployment_id is not None:
             deployment = repository.get_deployment(session, deployment_id)
@@ -67,10 +81,7 @@ class _Runtime:
                     segment_files.append(loader.load_segment_source(row.file, row.source))
                 else:
                     compiled.append(self.engine.compile(loader.load_source(row.file, row.source)))
-        active = Active(deployment_id, compiled, ids, compile_segments(self.engine, segment_files))
-        with self._lock:
-            self._active = active
-        return active
+        return Active(deployment_id, compiled, ids, compile_segments(self.engine, segment_files))
 
     def cached(self) -> Active:
         """The active rules last read, without asking the database."""
