@@ -317,6 +317,31 @@ def test_a_second_view_puts_the_customer_in_a_segment_and_its_rule_acts_once(
     assert len(_to_sink(stack, "segment", "e2e_browsers")) == 1, stack.tail()
 
 
+def test_a_refresh_started_over_the_api_is_walked_by_the_worker(stack: Stack) -> None:
+    _view(stack, "seg-r", "p-r-1")  # at least one customer to walk
+    support.wait_for(lambda: _to_sink(stack, "product", "p-r-1") or None, timeout=60)
+    started = httpx.post(f"{stack.base}/v1/segment-runs", headers=stack.ingest, timeout=10)
+    if started.status_code == 409:  # the scheduler's refresh is running: wait for it
+        support.wait_for(
+            lambda: not stack.query("SELECT 1 FROM segment_runs WHERE status = 'running'") or None,
+            timeout=60,
+        )
+        started = httpx.post(f"{stack.base}/v1/segment-runs", headers=stack.ingest, timeout=10)
+    assert started.status_code == 202, started.text
+    run_id = started.json()["id"]
+
+    def finished() -> dict[str, Any] | None:
+        body = httpx.get(
+            f"{stack.base}/v1/segment-runs/{run_id}", headers=stack.ingest, timeout=10
+        ).json()
+        return body if body["status"] == "done" else None
+
+    run = support.wait_for(finished, timeout=60)
+    assert run["kind"] == "refresh"
+    assert run["done"] == run["total"] >= 1
+    assert run["progress"] == 1.0
+
+
 def test_an_order_before_the_delay_cancels_it_and_nothing_is_sent(stack: Stack) -> None:
     _checkout(stack, "tok-a2", "a2@shop.example")
     _order(stack, "tok-a2", "a2@shop.example")
