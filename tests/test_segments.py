@@ -445,3 +445,32 @@ def test_a_batch_with_an_older_clock_still_counts_the_newest_event(
     finish_runs(session, now=NOW - timedelta(seconds=30))  # a clock 30 s behind the event
     (period,) = periods(session, customer, "high_intent_at_risk")
     assert period.exited_at is None
+
+
+def test_a_profile_merged_away_enters_no_segment(
+    client: TestClient, session: Session, keys, active: int
+) -> None:
+    from service.profiles.repository import merge
+
+    send(client, keys, order("mm1", "o-mm1", "900.00"))
+    evaluate(session)
+    loser = customer_of(session, "mm1")
+    winner = uuid.uuid4()
+    session.execute(text("INSERT INTO customers (id) VALUES (:c)"), {"c": winner})
+    merge(session, winner=winner, loser=loser, reason="test", source="test", message_id="mm")
+    assert all(p.exited_by == "merged" for p in periods(session, loser))
+    # Its own row still says top spender: recomputing it must not put it back anywhere.
+    session.execute(text("UPDATE customers SET rfm_monetary = 5 WHERE id = :c"), {"c": loser})
+    compiled = rules.RUNTIME.active(session)
+    assert compiled.segments is not None
+    changed = service.update(
+        session,
+        engine=rules.RUNTIME.engine,
+        compiled=compiled.segments,
+        version_ids=compiled.version_ids,
+        customers=[loser],
+        now=NOW,
+        reason="test",
+    )
+    assert changed.entered == 0
+    assert all(p.exited_at is not None for p in periods(session, loser))

@@ -249,14 +249,20 @@ def open_segments(session: Session, customer: uuid.UUID) -> list[str]:
     )
 
 
-def merged_among(session: Session, customers: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-    """Those of `customers` merged into another profile (which carries their events)."""
+def lock_unmerged(session: Session, customers: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of `customers` not merged into another profile, their rows share-locked
+    (as inserting a period that references them does anyway): a merge under way is
+    waited for, and a profile it merged away is left out."""
+    wanted = sorted(set(customers))
+    if not wanted:
+        return set()
     return set(
         session.scalars(
-            select(Customer.id).where(
-                Customer.id == any_(bindparam("ids", list(customers), type_=ARRAY(Uuid))),
-                Customer.merged_into_id.is_not(None),
-            )
+            text(
+                "SELECT id FROM customers WHERE id = ANY(CAST(:ids AS uuid[])) "
+                "AND merged_into_id IS NULL ORDER BY id FOR KEY SHARE"
+            ),
+            {"ids": [str(c) for c in wanted]},
         )
     )
 

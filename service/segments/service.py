@@ -59,9 +59,6 @@ def update(
     wanted = sorted(set(customers))
     if not wanted or not scope:
         return Changed()
-    # A profile merged into another (since the batch was chosen) is no one's segment.
-    merged = repository.merged_among(session, wanted)
-    wanted = [c for c in wanted if c not in merged]
     settings = get_settings()
     profiles = rules_repository.profiles(session, wanted, currency=settings.shop_currency)
     bounds = window_bounds(compiled.windows, now=now)
@@ -94,6 +91,9 @@ def update(
                 leaving["no longer matches"].append(period)
             elif added_by == DEFINITION:
                 leaving["definition removed"].append(period)
+    # A profile merged into another (by a merge committed meanwhile, too) enters nothing.
+    unmerged = repository.lock_unmerged(session, {row["customer_id"] for row in entering})
+    entering = [row for row in entering if row["customer_id"] in unmerged]
     opened = repository.enter(session, entering, at=now)
     closed = [
         row
