@@ -106,7 +106,7 @@ def update(
 
 
 def add(session: Session, *, customer: uuid.UUID, segment: str, by: str, now: datetime) -> bool:
-    """Put a customer in a segment that has no definition (a rule's action, the API)."""
+    """Put a customer in a segment that has no definition (a rule's segment action)."""
     opened = repository.enter(
         session,
         [{"customer_id": customer, "segment": segment, "added_by": by}],
