@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from service.auth.service import Scope
+from service.rules import repository as rules_repository
 from service.rules import service as rules
 from service.rules.facts import stored_filter
 from service.segments import repository, service
@@ -383,19 +384,23 @@ def test_the_api_lists_segments_members_a_customers_segments_and_size_history(
     assert client.get("/v1/segments", headers=keys["ingest"]).status_code == 403
 
 
-def test_rules_take_customers_own_events_before_segment_announcements(
-    client: TestClient, session: Session, keys, active: int
-) -> None:
-    from service.rules import repository as rules_repository
-
-    send(client, keys, order("p1", "o-p1", "900.00"))
+def announcements(client: TestClient, session: Session, keys, user: str, *, count: int) -> None:
+    """A customer whose own events are all evaluated, with `count` Segment Entered events
+    waiting (as a backfill leaves them)."""
+    send(client, keys, order(user, f"o-{user}", "900.00"))
     resolve_all()
-    customer = customer_of(session, "p1")
+    customer = customer_of(session, user)
     session.execute(
         text("UPDATE events SET evaluated_at = now() WHERE customer_id = :c"), {"c": customer}
     )
-    for i in range(5):  # a backfill's announcements, older than the next page view
-        service.add(session, customer=customer, segment=f"list_{i}", by="api", now=NOW)
+    for i in range(count):
+        service.add(session, customer=customer, segment=f"list_{i}", by="rule:test", now=NOW)
+
+
+def test_rules_take_customers_own_events_before_segment_announcements(
+    client: TestClient, session: Session, keys, active: int
+) -> None:
+    announcements(client, session, keys, "p1", count=5)  # older than the next page view
     send(
         client,
         keys,
@@ -412,16 +417,7 @@ def test_rules_take_customers_own_events_before_segment_announcements(
 def test_steady_traffic_leaves_announcements_a_fifth_of_each_batch(
     client: TestClient, session: Session, keys, active: int
 ) -> None:
-    from service.rules import repository as rules_repository
-
-    send(client, keys, order("q1", "o-q1", "900.00"))
-    resolve_all()
-    customer = customer_of(session, "q1")
-    session.execute(
-        text("UPDATE events SET evaluated_at = now() WHERE customer_id = :c"), {"c": customer}
-    )
-    for i in range(3):
-        service.add(session, customer=customer, segment=f"list_{i}", by="api", now=NOW)
+    announcements(client, session, keys, "q1", count=3)
     views = [
         track("Product Viewed", user="q1", product_id=f"p{i}", timestamp=at(-timedelta(seconds=i)))
         for i in range(12)
