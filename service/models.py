@@ -6,6 +6,7 @@ from service.db import Base
 from service.decisions import models as decisions_models
 from service.events import models as events_models
 from service.health import models as health_models
+from service.pipeline import models as pipeline_models
 from service.profiles import models as profiles_models
 from service.rules import models as rules_models
 from service.segments import models as segments_models
@@ -17,6 +18,7 @@ __all__ = [
     "decisions_models",
     "events_models",
     "health_models",
+    "pipeline_models",
     "profiles_models",
     "rules_models",
     "segments_models",

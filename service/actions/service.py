@@ -185,6 +185,17 @@ def finish(session: Session, *, delivery: Delivery, result: channels.Result, now
     return action.status
 
 
+def set_dead(session: Session, *, action_id: int, error: Exception, now: datetime) -> None:
+    """An action whose processing raised is dead with the error (listed with the dead
+    ones, retried by `retry_dead` once the cause is fixed)."""
+    action = repository.lock(session, action_id, wait=True)
+    if action is None or action.status not in ("pending", "sending"):
+        return
+    message = f"could not be processed ({type(error).__name__}: {str(error)[:500]})"
+    action.status, action.finished_at, action.last_error = "dead", now, message
+    log.error("action_set_aside", action_id=action.id, error_type=type(error).__name__)
+
+
 def retry_dead(session: Session, *, action_id: int, now: datetime) -> Action | None:
     """Give a dead action a new set of attempts; None if it is not dead."""
     action = repository.lock(session, action_id, wait=True)

@@ -9,6 +9,7 @@ import structlog
 
 from service import db
 from service.actions import channels, service
+from service.pipeline.isolation import OUTAGES
 from service.settings import get_settings
 from service.worker import get_celery
 
@@ -23,11 +24,22 @@ def _now() -> datetime:
 def dispatch(action_id: int) -> str | None:
     """Deliver one action. Two transactions around the network call, so no row lock
     is held while a receiver is slow; the claim is the idempotency check."""
-    with db.transaction() as session:
-        delivery = service.claim(session, action_id=action_id, now=_now())
+    try:
+        with db.transaction() as session:
+            delivery = service.claim(session, action_id=action_id, now=_now())
+    except OUTAGES:
+        raise  # redelivered by the broker, or handed over again
+    except Exception as exc:
+        # The one action set aside (dead, with the error), never retried in a loop.
+        with db.transaction() as session:
+            service.set_dead(session, action_id=action_id, error=exc, now=_now())
+        return "dead"
     if delivery is None:
         return None
-    result = deliver(delivery)
+    try:
+        result = deliver(delivery)
+    except Exception as exc:
+        result = channels.Result("failed", f"could not be delivered ({type(exc).__name__})")
     with db.transaction() as session:
         return service.finish(session, delivery=delivery, result=result, now=_now())
 

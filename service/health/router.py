@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from service.errors import problem_response, problem_responses
 from service.health import service
+from service.pipeline.metrics import SetAsideCollector
 from service.rules.metrics import RulesCollector
 from service.settings import get_settings
 
@@ -83,7 +84,8 @@ async def readyz() -> Any:
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, **problem_responses(500)},
 )
 def metrics() -> PlainTextResponse:
-    """Prometheus metrics (rules: rejected reloads, health, waiting rules)."""
+    """Prometheus metrics (rules: rejected reloads, health, waiting rules; items set aside)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RulesCollector())
+    registry.register(SetAsideCollector())
     return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -280,9 +280,11 @@ class Engine:
             code, state = native.assert_fact(ruleset.handle, payload)
             if code == _NOT_HANDLED:
                 return []
-            fired = _drain(ruleset.handle, state)
-            _code, state = native.retract_fact(ruleset.handle, payload)
-            _drain(ruleset.handle, state)
+            try:
+                fired = _drain(ruleset.handle, state)
+            finally:  # the session is emptied whatever happens, or the next match sees it
+                _code, state = native.retract_fact(ruleset.handle, payload)
+                _drain(ruleset.handle, state)
         # A rule's action runs once per branch of an `any` that holds: once is enough.
         return list(dict.fromkeys(fired))
 

@@ -65,6 +65,9 @@ Index(
 )
 
 
+SET_ASIDE = "set_aside"  # a waiting rule whose re-check raised (see service.pipeline)
+
+
 class RuleFiring(Base):
     """The decision log: a rule matched an event. `scheduled` rules wait for their due
     time and are then `fired` or `cancelled`; `suppressed` ones lost to their limits."""
@@ -81,6 +84,7 @@ class RuleFiring(Base):
     version_id: Mapped[int] = mapped_column(ForeignKey("ruleset_versions.id"))
     # The version that re-checked a scheduled firing at its due time.
     decided_version_id: Mapped[int | None] = mapped_column(ForeignKey("ruleset_versions.id"))
+    # fired | scheduled | suppressed | cancelled | set_aside (its re-check raised)
     status: Mapped[str] = mapped_column(String(16))
     limits_group: Mapped[str | None] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(Text)

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from service.db import advisory_xact_locks, json_document
 from service.events.models import Event
 from service.rules.facts import Profile, stored_filter, trigger_name
-from service.rules.models import RuleDeployment, RuleFiring, RulesetVersion
+from service.rules.models import SET_ASIDE, RuleDeployment, RuleFiring, RulesetVersion
 from service.segments.models import EVENT_SOURCE
 
 # --- versions and deployments ---------------------------------------------------------------
@@ -169,6 +169,11 @@ def _claim(session: Session, which: str, *, limit: int, after: int = 0) -> list[
 
 def mark_evaluated(session: Session, ids: Sequence[int], *, at: datetime) -> None:
     session.execute(update(Event).where(Event.id.in_(ids)).values(evaluated_at=at))
+
+
+def unmark_evaluated(session: Session, event_id: int) -> None:
+    """Put an event back in the outbox (a set-aside event replayed)."""
+    session.execute(update(Event).where(Event.id == event_id).values(evaluated_at=None))
 
 
 def get_event(session: Session, event_id: int) -> Event | None:
@@ -338,6 +343,15 @@ def claim_due(session: Session, *, now: datetime, limit: int) -> Sequence[RuleFi
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
+
+
+def reschedule_set_aside(session: Session, firing_id: int) -> None:
+    """A set-aside waiting rule is due again (its due time has passed: at once)."""
+    session.execute(
+        update(RuleFiring)
+        .where(RuleFiring.id == firing_id, RuleFiring.status == SET_ASIDE)
+        .values(status="scheduled", reason=None)
+    )
 
 
 def scheduled_for(session: Session, customer: uuid.UUID, *, event: str) -> Sequence[RuleFiring]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,12 +20,16 @@ import structlog
 from sqlalchemy.orm import Session
 
 from service.actions import service as actions
+from service.events.models import Event
+from service.pipeline.isolation import isolated
+from service.pipeline.models import SetAside, Stage
+from service.pipeline.service import register_replay, set_aside
 from service.rules import evaluator, loader, repository
 from service.rules.engine import CompiledRuleset, Engine
 from service.rules.evaluator import Outcome
 from service.rules.facts import Profile, TriggerEvent
 from service.rules.loader import SEGMENT_PREFIX, LoadedRuleset, LoadedSegment, RulesInvalid
-from service.rules.models import RuleDeployment, RuleFiring
+from service.rules.models import SET_ASIDE, RuleDeployment, RuleFiring
 from service.segments import service as segments
 from service.segments.definitions import CompiledSegments, compile_segments
 from service.segments.models import EVENT_SOURCE
@@ -276,7 +282,9 @@ def trigger_of(event: Any) -> TriggerEvent:
 def evaluate_pending(session: Session, *, limit: int = 500, now: datetime | None = None) -> int:
     """Evaluate up to `limit` resolved events not yet evaluated; returns how many.
     The firings and the events' `evaluated_at` commit together, and each (event, rule)
-    can fire once: evaluating an event again has no second effect."""
+    can fire once: evaluating an event again has no second effect. An event (or a
+    customer's segments) whose processing raises is set aside with its error, and the
+    rest of the batch commits."""
     now = now or _now()
     events = repository.claim_unevaluated(session, limit=limit)
     if not events:
@@ -294,20 +302,58 @@ def evaluate_pending(session: Session, *, limit: int = 500, now: datetime | None
     if active.segments is not None:
         # Segments first, so rules see the membership this event brought about. The
         # events that announce a change need not recompute it.
-        segments.update(
+        _update_segments(
             session,
-            engine=RUNTIME.engine,
-            compiled=active.segments,
-            version_ids=active.version_ids,
-            customers={e.customer_id for e in events if e.customer_id and e.source != EVENT_SOURCE},
+            active,
+            {e.customer_id for e in events if e.customer_id and e.source != EVENT_SOURCE},
             now=now,
             reason="event",
         )
+
+    def evaluate_all(batch: Sequence[Event]) -> None:
+        _evaluate(session, active, batch, now=now)
+
+    for event, error in isolated(session, fresh, evaluate_all, stage=Stage.EVALUATE):
+        set_aside(
+            session,
+            stage=Stage.EVALUATE,
+            item_id=event.id,
+            customer_id=event.customer_id,
+            error=error,
+        )
+    repository.mark_evaluated(session, [e.id for e in events], at=now)
+    return len(events)
+
+
+def _update_segments(
+    session: Session, active: Active, customers: set[uuid.UUID], *, now: datetime, reason: str
+) -> None:
+    """Recompute these customers' segments; one whose recomputation raises is set aside."""
+    assert active.segments is not None
+    compiled = active.segments
+
+    def update(batch: Sequence[uuid.UUID]) -> None:
+        segments.update(
+            session,
+            engine=RUNTIME.engine,
+            compiled=compiled,
+            version_ids=active.version_ids,
+            customers=batch,
+            now=now,
+            reason=reason,
+        )
+
+    for customer, error in isolated(session, sorted(customers), update, stage=Stage.SEGMENTS):
+        set_aside(session, stage=Stage.SEGMENTS, customer_id=customer, error=error)
+
+
+def _evaluate(session: Session, active: Active, events: Sequence[Event], *, now: datetime) -> None:
+    settings = get_settings()
     profiles = repository.profiles(
-        session, {e.customer_id for e in fresh if e.customer_id}, currency=settings.shop_currency
+        session, {e.customer_id for e in events if e.customer_id}, currency=settings.shop_currency
     )
     store = repository.PgStore(session)
-    for event in fresh:
+    for event in events:
         trigger = trigger_of(event)
         profile = profiles.get(trigger.customer_id) or Profile(customer_id=trigger.customer_id)
         _cancel_waiting(session, active, trigger, profile, store, now=now)
@@ -322,8 +368,6 @@ def evaluate_pending(session: Session, *, limit: int = 500, now: datetime | None
         )
         for outcome in outcomes:
             _record(session, active, trigger, outcome, now=now)
-    repository.mark_evaluated(session, [e.id for e in events], at=now)
-    return len(events)
 
 
 def _record(
@@ -392,21 +436,33 @@ def _cancel_waiting(
 
 
 def run_due(session: Session, *, limit: int = 500, now: datetime | None = None) -> int:
-    """Re-check waiting rules whose time has come; returns how many were decided."""
+    """Re-check waiting rules whose time has come; returns how many were decided. One
+    whose re-check raises is set aside (status `set_aside`) with its error."""
     now = now or _now()
     due = repository.claim_due(session, now=now, limit=limit)
     if not due:
         return 0
-    settings = get_settings()
     active = RUNTIME.active(session)
     repository.lock_customers(session, {f.customer_id for f in due})
-    profiles = repository.profiles(
-        session, {f.customer_id for f in due}, currency=settings.shop_currency
-    )
-    store = repository.PgStore(session)
-    for firing in due:
-        profile = profiles.get(firing.customer_id) or Profile(customer_id=firing.customer_id)
-        _decide(session, active, firing, profile=profile, store=store, now=now)
+
+    def decide_all(batch: Sequence[RuleFiring]) -> None:
+        profiles = repository.profiles(
+            session, {f.customer_id for f in batch}, currency=get_settings().shop_currency
+        )
+        store = repository.PgStore(session)
+        for firing in batch:
+            profile = profiles.get(firing.customer_id) or Profile(customer_id=firing.customer_id)
+            _decide(session, active, firing, profile=profile, store=store, now=now)
+
+    for firing, error in isolated(session, due, decide_all, stage=Stage.TIMERS):
+        firing.status = SET_ASIDE
+        set_aside(
+            session,
+            stage=Stage.TIMERS,
+            item_id=firing.id,
+            customer_id=firing.customer_id,
+            error=error,
+        )
     return len(due)
 
 
@@ -459,3 +515,42 @@ def _finish(firing: RuleFiring, *, status: str, reason: str | None, now: datetim
     firing.status = status
     firing.reason = reason
     firing.decided_at = now
+
+
+# --- set-aside items put back ---------------------------------------------------------------
+
+
+def _replay_evaluation(session: Session, row: SetAside) -> None:
+    """The event goes back to the rules' outbox (evaluated again unless older than
+    RULES_MAX_EVENT_AGE_S by then)."""
+    assert row.item_id is not None
+    repository.unmark_evaluated(session, row.item_id)
+
+
+def _replay_segments(session: Session, row: SetAside) -> None:
+    """The customer's segments are recomputed now; still failing, the replay fails."""
+    assert row.customer_id is not None
+    repository.lock_customers(session, {row.customer_id})
+    active = RUNTIME.active(session)
+    if active.segments is None:
+        return
+    segments.update(
+        session,
+        engine=RUNTIME.engine,
+        compiled=active.segments,
+        version_ids=active.version_ids,
+        customers=[row.customer_id],
+        now=_now(),
+        reason="replay",
+    )
+
+
+def _replay_timer(session: Session, row: SetAside) -> None:
+    """The waiting rule is due again at once."""
+    assert row.item_id is not None
+    repository.reschedule_set_aside(session, row.item_id)
+
+
+register_replay(Stage.EVALUATE, _replay_evaluation)
+register_replay(Stage.SEGMENTS, _replay_segments)
+register_replay(Stage.TIMERS, _replay_timer)

@@ -19,6 +19,9 @@ from typing import Any, Protocol
 import structlog
 from sqlalchemy.orm import Session
 
+from service.pipeline.isolation import isolated
+from service.pipeline.models import Stage
+from service.pipeline.service import set_aside
 from service.rules import EVALUATE_TASK
 from service.rules import repository as rules_repository
 from service.rules.engine import Engine
@@ -226,16 +229,25 @@ def advance(
     now = now or datetime.now(UTC)
     changed = Changed()
     if active.segments is not None:
-        changed = update(
-            session,
-            engine=engine,
-            compiled=active.segments,
-            version_ids=active.version_ids,
-            customers=customers,
-            now=now,
-            reason=run.kind,
-            only=run.segments,
-        )
+        compiled = active.segments
+
+        def recompute(batch: Sequence[uuid.UUID]) -> None:
+            done = update(
+                session,
+                engine=engine,
+                compiled=compiled,
+                version_ids=active.version_ids,
+                customers=batch,
+                now=now,
+                reason=run.kind,
+                only=run.segments,
+            )
+            changed.entered += done.entered
+            changed.exited += done.exited
+
+        # A customer whose recomputation raises is set aside; the run goes on.
+        for customer, error in isolated(session, customers, recompute, stage=Stage.SEGMENTS):
+            set_aside(session, stage=Stage.SEGMENTS, customer_id=customer, error=error)
     run.done += len(customers)
     run.entered += changed.entered
     run.exited += changed.exited
