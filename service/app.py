@@ -29,6 +29,7 @@ from service.events.webhooks import router as webhooks_router
 from service.events.writer import DeliveryWriter
 from service.health.router import router as health_router
 from service.logging import RequestLogMiddleware, configure
+from service.pipeline.router import router as pipeline_router
 from service.profiles.router import router as profiles_router
 from service.rules.router import router as rules_router
 from service.rules.watch import RulesWatcher
@@ -110,6 +111,7 @@ def create_app() -> FastAPI:
     app.include_router(rules_router)
     app.include_router(actions_router)
     app.include_router(segments_router)
+    app.include_router(pipeline_router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
