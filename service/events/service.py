@@ -15,7 +15,6 @@ from typing import Any
 
 import structlog
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from service.db import json_document
@@ -23,6 +22,7 @@ from service.events import platforms, repository
 from service.events.canonical import CanonicalEvent, Identifiers, IgnoredTopic, MappingError
 from service.events.repository import Delivery
 from service.events.schemas import ApiEvent, EventResult
+from service.pipeline.isolation import isolated
 from service.profiles import service as profiles
 from service.profiles.identity import IdentityKey, keys_for
 from service.settings import get_settings
@@ -107,23 +107,11 @@ def resolve_pending(session: Session, *, limit: int = 1000) -> int:
         )
         for r in rows
     ]
-    try:
-        with session.begin_nested():
-            _resolve(session, pending)
-    except (DBAPIError, ValueError, TypeError, KeyError) as exc:
-        if isinstance(exc, OperationalError):
-            raise  # deadlock, lost connection: the task retries the batch
-        # One bad event must not hold back the rest: retry each on its own and set
-        # aside (with the reason, in the quarantine) any that still fails.
-        log.warning("resolve_batch_failed", events=len(pending), error_type=type(exc).__name__)
-        for event in pending:
-            try:
-                with session.begin_nested():
-                    _resolve(session, [event])
-            except (DBAPIError, ValueError, TypeError, KeyError) as one:
-                if isinstance(one, OperationalError):
-                    raise
-                _set_aside(session, event, error=type(one).__name__)
+    # One bad event must not hold back the rest: it is set aside (with the reason, in
+    # the quarantine) and the others are resolved.
+    failed = isolated(session, pending, lambda batch: _resolve(session, batch), stage="resolve")
+    for event, error in failed:
+        _set_aside(session, event, error=type(error).__name__)
     return len(rows)
 
 
