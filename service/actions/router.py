@@ -23,6 +23,7 @@ from service.auth.models import ApiKey
 from service.auth.service import Scope
 from service.db import DbSession
 from service.errors import ProblemError, problem_responses
+from service.params import id_cursor, row_id
 from service.profiles import service as profiles
 
 router = APIRouter(tags=["actions"])
@@ -102,7 +103,7 @@ def list_actions(
     session: DbSession,
     _: Marketer,
     status: Literal["pending", "sending", "sent", "cancelled", "dead"] = "dead",
-    after: Annotated[int | None, Query(description="The last id of the previous page.")] = None,
+    after: Annotated[int | None, id_cursor("The last id of the previous page.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> ActionsPage:
     """Actions by status, oldest first; by default the dead ones (scope `marketer`)."""
@@ -118,7 +119,7 @@ def list_actions(
     response_model=ActionOut,
     responses=problem_responses(401, 403, 404, 409, 500),
 )
-def retry_action(action_id: int, session: DbSession, _: Marketer) -> ActionOut:
+def retry_action(action_id: Annotated[int, row_id()], session: DbSession, _: Marketer) -> ActionOut:
     """Give a dead action a new set of attempts (scope `marketer`)."""
     action = service.retry_dead(session, action_id=action_id, now=datetime.now(UTC))
     if action is None:

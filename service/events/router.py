@@ -18,6 +18,7 @@ from service.events.schemas import (
     QuarantineItem,
     ReplayResult,
 )
+from service.params import id_cursor, row_id
 from service.settings import get_settings
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -101,7 +102,7 @@ def list_quarantine(
     session: DbSession,
     _: Annotated[ApiKey, Depends(require(Scope.ADMIN))],
     status: Literal["held", "replayed"] | None = "held",
-    after: Annotated[int | None, Query(description="Return items with a larger id")] = None,
+    after: Annotated[int | None, id_cursor("Return items with a larger id")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[QuarantineItem]:
     """Inputs that could not be mapped or validated, with the reason (scope `admin`)."""
@@ -116,7 +117,9 @@ def list_quarantine(
     tags=["quarantine"],
 )
 def replay_quarantined(
-    item_id: int, session: DbSession, _: Annotated[ApiKey, Depends(require(Scope.ADMIN))]
+    item_id: Annotated[int, row_id()],
+    session: DbSession,
+    _: Annotated[ApiKey, Depends(require(Scope.ADMIN))],
 ) -> ReplayResult:
     """Map a quarantined item again (after a fix) and store its events; 422 with the
     reason if it still fails (the item stays held)."""

@@ -11,6 +11,7 @@ from service.auth.models import ApiKey
 from service.auth.service import Scope
 from service.db import DbSession
 from service.errors import ProblemError, problem_response, problem_responses
+from service.params import id_cursor
 from service.profiles import service as profiles
 from service.rules import loader, repository, service
 from service.rules.models import RuleDeployment
@@ -176,7 +177,7 @@ def list_firings(
     customer: Annotated[str | None, Query(description="A profile id or `kind:value`.")] = None,
     rule: str | None = None,
     status: Literal["scheduled", "fired", "cancelled", "suppressed"] | None = None,
-    before: int | None = None,
+    before: Annotated[int | None, id_cursor("`next_before` of the previous page.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> FiringsPage:
     """The decision log, newest first: which rule version matched which event, the

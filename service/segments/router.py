@@ -15,6 +15,7 @@ from service.auth.models import ApiKey
 from service.auth.service import Scope
 from service.db import DbSession
 from service.errors import ProblemError, problem_responses
+from service.params import row_id
 from service.profiles import service as profiles
 from service.rules.schema import IDENTIFIER
 from service.rules.service import RUNTIME
@@ -202,7 +203,7 @@ def list_runs(
     response_model=RunOut,
     responses=problem_responses(401, 403, 404, 500),
 )
-def get_run(run_id: int, session: DbSession, _: Marketer) -> RunOut:
+def get_run(run_id: Annotated[int, row_id()], session: DbSession, _: Marketer) -> RunOut:
     run = repository.get_run(session, run_id)
     if run is None:
         raise ProblemError(404, f"No segment run {run_id}.")
