@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from service.rules.engine import CompiledRule, CompiledRuleset, Engine, Window
@@ -38,11 +38,13 @@ class Store(Protocol):
         *,
         customer: uuid.UUID,
         events: list[str],
-        after: datetime,
+        since: datetime,
         until: datetime,
         same: dict[str, Any] | None,
+        exclude: int,
     ) -> tuple[str, datetime] | None:
-        """The earliest of `events` in (after, until], as (name, occurred_at)."""
+        """The earliest of `events` in [since, until] other than the event `exclude`,
+        as (name, occurred_at); ties by id."""
 
     def group_acted(
         self, *, customer: uuid.UUID, group: str, since: datetime, exclude: int | None
@@ -187,19 +189,33 @@ def _window(
         )
         return count, None
     assert isinstance(window.spec, AbsentSpec)
+    since, until = absence_window(event, span, now=now)
     found = store.first_of(
         customer=event.customer_id,
         events=window.spec.events,
         # Without the trigger's `same` value any such event counts: when in doubt, do not act.
         same=same or None,
-        after=event.occurred_at,
-        until=min(now, event.occurred_at + span),
+        since=since,
+        until=until,
+        exclude=event.id,
     )
     if found is None:
         return True, None
     name, at = found
     scope = f" for the same {', '.join(window.spec.same)}" if same else ""
     return False, f"{name}{scope} at {at.isoformat()}"
+
+
+def absence_window(
+    event: TriggerEvent, span: timedelta, *, now: datetime
+) -> tuple[datetime, datetime]:
+    """Where an `absent` condition looks, as of `now`: from the trigger's own time to
+    the end of its span (or now, if sooner), both ends included, the trigger itself left
+    out. An order in the same second as its checkout (platforms send times to the
+    second) is inside: it cancels the reminder, whichever of the two is stored first.
+    `count` windows are closed at both ends too: [trigger's time - span, trigger's time],
+    the trigger included; segment windows are [now - span, now]."""
+    return event.occurred_at, min(now, event.occurred_at + span)
 
 
 def guard(rule: CompiledRule, event: TriggerEvent) -> list[dict[str, Any]]:

@@ -278,9 +278,10 @@ class PgStore:
         *,
         customer: uuid.UUID,
         events: list[str],
-        after: datetime,
+        since: datetime,
         until: datetime,
         same: dict[str, Any] | None,
+        exclude: int,
     ) -> tuple[str, datetime] | None:
         stored = [stored_filter(n) for n in events]
         tracks = [name for type_, name in stored if type_ == "track"]
@@ -289,16 +290,17 @@ class PgStore:
             text(
                 "SELECT type, name, occurred_at FROM events WHERE customer_id = :customer "  # noqa: S608 (constant text)
                 "AND ((type = 'track' AND name = ANY(:names)) OR type = ANY(:types)) "
-                "AND occurred_at > :after AND occurred_at <= :until"
+                "AND occurred_at >= :since AND occurred_at <= :until AND id <> :exclude"
                 + _SAME
-                + " ORDER BY occurred_at LIMIT 1"
+                + " ORDER BY occurred_at, id LIMIT 1"
             ),
             {
                 "customer": customer,
                 "names": tracks,
                 "types": types,
-                "after": after,
+                "since": since,
                 "until": until,
+                "exclude": exclude,
                 "same": json_document(same or {}),
             },
         ).first()

@@ -76,19 +76,22 @@ class MemoryStore:
         *,
         customer: uuid.UUID,
         events: list[str],
-        after: datetime,
+        since: datetime,
         until: datetime,
         same: dict[str, Any] | None,
+        exclude: int,
     ) -> tuple[str, datetime] | None:
         found = [
-            (e.occurred_at, name)
+            (e.occurred_at, e.id, name)
             for name in events
             for e in self._named(name)
-            if after < e.occurred_at <= until and matches_same(e.properties, same or {})
+            if since <= e.occurred_at <= until
+            and e.id != exclude
+            and matches_same(e.properties, same or {})
         ]
         if not found:
             return None
-        at, name = min(found)
+        at, _id, name = min(found)
         return name, at
 
     def group_acted(
@@ -157,9 +160,11 @@ def _run(
     waiting: list[tuple[datetime, int, TriggerEvent, str]] = []  # due, firing id, trigger, rule
     acted: list[tuple[str, timedelta]] = []
 
-    def run_due(until: datetime | None) -> None:
+    def run_due(before: datetime | None) -> None:
+        """Decide the waits due before `before`: one due at the very instant of an event
+        is decided after it (the event is inside its window, which includes its end)."""
         waiting.sort(key=lambda w: (w[0], w[1]))
-        while waiting and (until is None or waiting[0][0] <= until):
+        while waiting and (before is None or waiting[0][0] < before):
             due, firing, trigger, rule_id = waiting.pop(0)
             outcome = evaluator.recheck(
                 engine=engine,
