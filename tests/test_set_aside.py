@@ -229,6 +229,13 @@ def test_a_customer_whose_segments_raise_is_set_aside_and_the_others_are_recompu
     listed = client.get("/v1/set-aside?stage=segments", headers=admin).json()["items"]
     assert [i["customer_id"] for i in listed] == [str(poisoned)] * 3
 
+    # Not fixed yet: the replay says so and the row stays open.
+    early = client.post(f"/v1/set-aside/{item['id']}/replay", headers=admin)
+    assert early.status_code == 409, early.text
+    assert "still fails (DataError)" in early.json()["detail"]
+    open_ids = [i["id"] for i in client.get("/v1/set-aside", headers=admin).json()["items"]]
+    assert item["id"] in open_ids
+
     # Fixed, the customer's segments are recomputed by the replay itself.
     session.execute(text(CURED), {"id": poisoned})
     replayed = client.post(f"/v1/set-aside/{item['id']}/replay", headers=admin)

@@ -14,6 +14,7 @@ import structlog
 from sqlalchemy.orm import Session
 
 from service.pipeline import repository
+from service.pipeline.isolation import OUTAGES
 from service.pipeline.models import SetAside, Stage
 
 log = structlog.get_logger(__name__)
@@ -58,7 +59,8 @@ def set_aside(
 
 
 class NotReplayable(Exception):
-    """The row was replayed already, or its stage has no replay."""
+    """The row was replayed already, its stage has no replay, or putting it back
+    raised again."""
 
 
 def replay(session: Session, *, row_id: int, now: datetime | None = None) -> SetAside | None:
@@ -73,7 +75,15 @@ def replay(session: Session, *, row_id: int, now: datetime | None = None) -> Set
     put_back = _REPLAYS.get(row.stage)
     if put_back is None:
         raise NotReplayable(f"no replay for stage {row.stage!r}")
-    put_back(session, row)
+    try:
+        with session.begin_nested():
+            put_back(session, row)
+    except OUTAGES:
+        raise
+    except Exception as exc:
+        raise NotReplayable(
+            f"set-aside item {row_id} still fails ({type(exc).__name__}); it stays open"
+        ) from exc
     repository.close(row, at=now or datetime.now(UTC))
     log.info("set_aside_replayed", set_aside_id=row.id, stage=row.stage, item_id=row.item_id)
     return row
