@@ -59,8 +59,12 @@ def api(host: str | None, port: int | None, workers: int | None) -> None:
     """Serve the HTTP API with uvicorn."""
     import uvicorn
 
+    from service.rules.watch import activate_at_start
+
     settings = get_settings()
     _database()
+    # A new database has no active rules: activate rules/ before the first request.
+    activate_at_start(settings.rules_dir)
     uvicorn.run(
         "service.app:create_app",
         factory=True,

@@ -153,19 +153,26 @@ def rollback(deployment_id: int | None, version_id: int | None) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+STATUS_OK, STATUS_REJECTED, STATUS_NONE_ACTIVE = 0, 1, 3  # 2 is click's usage error
+
+
 @rules.command()
 def status() -> None:
-    """The active deployment, its rulesets, and the newest attempt's errors."""
+    """The active deployment, its rulesets, and the newest attempt's errors. Exits 0
+    when rules are active and the newest attempt is the active one, 1 when the newest
+    attempt was rejected (the rules before it still run), 3 when no rules are active."""
     from service.cli import _database
     from service.db import transaction
     from service.rules import repository
 
     _database()
+    code = STATUS_OK
     with transaction() as session:
         active_id = repository.active_deployment_id(session)
         active = repository.get_deployment(session, active_id) if active_id else None
         if active is None:
-            click.echo("no active rules")
+            click.echo("no active rules: every decision is answered 422 until rules are activated")
+            code = STATUS_NONE_ACTIVE
         else:
             click.echo(f"active: deployment {active.id} ({active.origin}, {active.created_at})")
             for v in repository.versions(session, active.version_ids):
@@ -175,6 +182,8 @@ def status() -> None:
             click.echo(f"newest attempt (deployment {last.id}) was rejected:")
             for error in last.errors:
                 click.echo(f"  {error['file']}:{error['line'] or 1}: {error['message']}")
+            code = code or STATUS_REJECTED
+    sys.exit(code)
 
 
 @rules.command()

@@ -14,9 +14,10 @@ from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from yaml.reader import ReaderError
 
 from service.events.canonical import ECOMMERCE_EVENTS
-from service.rules import facts, templates
+from service.rules import facts, templates, yamlcheck
 from service.rules.schema import (
     OPERATORS,
     AbsentCondition,
@@ -42,6 +43,8 @@ BUILTIN_EVENTS = frozenset(
 M = TypeVar("M", bound=BaseModel)
 SEGMENTS_DIR = "segments"  # under the rules directory
 SEGMENT_PREFIX = "segment:"  # the name a segment's stored versions are kept under
+MAX_VERSION = 2**31 - 1  # a `version:` is kept in an integer column
+MAX_FILE_NAME = 255  # a file's name, as kept with its versions
 
 
 @dataclass(frozen=True)
@@ -106,8 +109,17 @@ def content_hash(source: str) -> str:
 def load_directory(directory: Path) -> list[LoadedRuleset]:
     """Every `*.yaml`/`*.yml` file in `directory`, or RulesInvalid with all the errors."""
     files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-    loaded = load_sources([(p.name, p.read_text(encoding="utf-8")) for p in files])
-    errors = list(_email_templates(loaded, directory))
+    sources, errors = [], []
+    for path in files:
+        try:
+            sources.append((path.name, read_file(path, path.name)))
+        except RulesInvalid as exc:
+            errors.extend(exc.errors)
+    try:
+        loaded = load_sources(sources)
+    except RulesInvalid as exc:
+        raise RulesInvalid(errors + exc.errors) from None
+    errors.extend(_email_templates(loaded, directory))
     if errors:
         raise RulesInvalid(errors)
     return loaded
@@ -124,16 +136,32 @@ def load_all(directory: Path) -> tuple[list[LoadedRuleset], list[LoadedSegment]]
         errors.extend(exc.errors)
     segments: list[LoadedSegment] = []
     for path in segment_files(directory):
+        name = f"{SEGMENTS_DIR}/{path.name}"
         try:
-            segments.append(
-                load_segment_source(f"{SEGMENTS_DIR}/{path.name}", path.read_text(encoding="utf-8"))
-            )
+            segments.append(load_segment_source(name, read_file(path, name)))
         except RulesInvalid as exc:
             errors.extend(exc.errors)
     errors.extend(_segments_across(rulesets, segments))
     if errors:
         raise RulesInvalid(errors)
     return rulesets, segments
+
+
+def read_file(path: Path, name: str) -> str:
+    """The file's text, or RulesInvalid naming the file (and the line of a byte that is
+    not UTF-8)."""
+    if len(name) > MAX_FILE_NAME:
+        raise RulesInvalid([RuleError(name[:60] + "…", None, "the file name is too long")])
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise RulesInvalid([RuleError(name, None, f"cannot be read: {exc.strerror}")]) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        message = f"not UTF-8 text: byte 0x{raw[exc.start]:02x} (a binary file?)"
+        raise RulesInvalid([RuleError(name, line, message)]) from None
 
 
 def segment_files(directory: Path) -> list[Path]:
@@ -184,22 +212,37 @@ def load_segment_source(file: str, source: str) -> LoadedSegment:
 
 def _parse(file: str, source: str, model: type[M]) -> tuple[yaml.Node, M]:
     try:
+        # Plain data only, in bounds: checked before anything is built from the text.
+        problems = yamlcheck.problems(source)
+        if problems:
+            raise RulesInvalid([RuleError(file, line, message) for line, message in problems])
         node = yaml.compose(source, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        raise RulesInvalid([_yaml_error(file, exc)]) from None
+        raise RulesInvalid([_yaml_error(file, source, exc)]) from None
     if node is None:
         raise RulesInvalid([RuleError(file, None, "the file is empty")])
+    if not isinstance(node, yaml.MappingNode):
+        what = "a list" if isinstance(node, yaml.SequenceNode) else "a single value"
+        first = next(iter(model.model_fields))
+        message = f"the file must be a mapping of fields ({first}: …), not {what}"
+        raise RulesInvalid([RuleError(file, node.start_mark.line + 1, message)])
     errors = [RuleError(file, line, message) for line, message in _duplicate_keys(node)]
     if errors:
         raise RulesInvalid(errors)
-    data = yaml.SafeLoader(source).construct_document(node)
+    try:
+        data = yaml.SafeLoader(source).construct_document(node)
+    except (yaml.YAMLError, ValueError, TypeError) as exc:  # beyond what was checked above
+        raise RulesInvalid([_yaml_error(file, source, exc)]) from None
     try:
         return node, model.model_validate(data)
     except ValidationError as exc:
         raise RulesInvalid(_validation_errors(file, node, exc)) from None
 
 
-def _yaml_error(file: str, exc: yaml.YAMLError) -> RuleError:
+def _yaml_error(file: str, source: str, exc: Exception) -> RuleError:
+    if isinstance(exc, ReaderError) and isinstance(exc.character, int):
+        line = source.count("\n", 0, exc.position) + 1  # a character YAML does not allow
+        return RuleError(file, line, f"YAML: the character #x{exc.character:04x} is not allowed")
     mark = getattr(exc, "problem_mark", None)
     message = f"YAML: {getattr(exc, 'problem', None) or exc}"
     context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
@@ -279,8 +322,12 @@ def _semantic(rf: RuleFile) -> Iterator[tuple[tuple[Any, ...], str]]:
     traits = facts.STANDARD_TRAITS | set(rf.traits)
     ids = set()
     placement_rules = {r.id: r.trigger.placement for r in rf.rules if r.trigger.placement}
+    if rf.version > MAX_VERSION:
+        yield ("version",), f"version {rf.version} is more than {MAX_VERSION}"
     for i, rule in enumerate(rf.rules):
         at = ("rules", i)
+        if rule.version > MAX_VERSION:
+            yield (*at, "version"), f"version {rule.version} is more than {MAX_VERSION}"
         if rule.id in ids:
             yield (*at, "id"), f"rule id {rule.id!r} is used twice in this file"
         ids.add(rule.id)
@@ -333,6 +380,8 @@ def _segment_semantic(sf: SegmentFile) -> Iterator[tuple[tuple[Any, ...], str]]:
     `same`; and no other segments, whose membership may be being computed too."""
     events = BUILTIN_EVENTS | set(sf.events)
     traits = facts.STANDARD_TRAITS | set(sf.traits)
+    if sf.version > MAX_VERSION:
+        yield ("version",), f"version {sf.version} is more than {MAX_VERSION}"
     for i, condition in enumerate(sf.when):
         for path, message in _condition(condition, events, traits, top=True):
             yield ("when", i, *path), message
@@ -596,10 +645,33 @@ def _email_templates(loaded: list[LoadedRuleset], directory: Path) -> Iterator[R
                 offer = getattr(action, "offer", None)
                 if offer is None or offer.template is None:
                     continue
-                try:
-                    templates.load(directory, offer.template)
-                except templates.TemplateProblem as exc:
-                    yield RuleError(item.file, _rule_line(item, rule.id), f"rule {rule.id}: {exc}")
+                problem = _template_problem(directory, offer.template)
+                if problem:
+                    yield RuleError(
+                        item.file, _rule_line(item, rule.id), f"rule {rule.id}: {problem}"
+                    )
+
+
+def _template_problem(directory: Path, name: str) -> str | None:
+    """What is wrong with the email template `name`, checked as plain data like the rule
+    files before it is read."""
+    where = f"{templates.DIRECTORY}/{name}.yaml"
+    path = directory / where
+    if path.is_file():
+        try:
+            problems = yamlcheck.problems(read_file(path, where))
+        except RulesInvalid as exc:
+            return str(exc)
+        except yaml.YAMLError:
+            problems = []  # templates.load says what is wrong, with the YAML's own words
+        if problems:
+            line, message = problems[0]
+            return f"{where}:{line}: {message}"
+    try:
+        templates.load(directory, name)
+    except templates.TemplateProblem as exc:
+        return str(exc)
+    return None
 
 
 def _rule_line(item: LoadedRuleset, rule_id: str) -> int | None:
@@ -607,3 +679,9 @@ def _rule_line(item: LoadedRuleset, rule_id: str) -> int | None:
     assert node is not None  # it was loaded from this text
     index = next(i for i, r in enumerate(item.definition.rules) if r.id == rule_id)
     return _line(node, ("rules", index, "id"))
+
+
+def parse_model(file: str, source: str, model: type[M]) -> tuple[yaml.Node, M]:
+    """Any YAML file read as rule files are (plain data only, duplicate keys refused)
+    and validated against `model`; RulesInvalid naming the file and line of each error."""
+    return _parse(file, source, model)
