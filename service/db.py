@@ -7,6 +7,7 @@ or the Celery task base class (`service.worker.DatabaseTask`) owns the transacti
 from __future__ import annotations
 
 import json
+import select
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -14,9 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
+import psycopg
 import psycopg.types.json
+import psycopg_pool
 from fastapi import Depends
-from sqlalchemy import MetaData, create_engine, text
+from sqlalchemy import MetaData, create_engine, event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -93,17 +97,65 @@ def database_url() -> str:
 
 def make_engine(url: str, *, pool_size: int | None = None) -> Engine:
     settings = get_settings()
-    return create_engine(
+    engine = create_engine(
         sqlalchemy_url(url),
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=settings.db_pool_size,
-        # A ping before each checkout is a round trip on every request; off by default.
-        # A connection that died (database restart) fails its next use once and is
-        # replaced; recycling bounds how old a connection gets.
+        # A ping before each checkout is a round trip on every request; off by default:
+        # `_replace_if_closed` below finds the connections a database restart closed
+        # without one. Recycling bounds how old a connection gets.
         pool_pre_ping=settings.db_pre_ping,
         pool_recycle=1800,
         connect_args={"connect_timeout": settings.db_connect_timeout_s},
     )
+    event.listen(engine, "checkout", _replace_if_closed)
+    return engine
+
+
+def _replace_if_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """Pool checkout: an idle connection the server has closed is replaced, and with
+    it every connection pooled before it, before a request uses one.
+
+    A server that stops or restarts sends each session an error and closes the
+    socket, so an idle connection with something to read is (nearly always) one the
+    server ended. Finding that is one poll of the socket, no round trip; a pooled
+    connection the network lost silently is found by DB_PRE_PING's ping instead.
+    """
+    if not isinstance(dbapi_connection, psycopg.Connection):
+        return
+    if dbapi_connection.closed or dbapi_connection.broken or _readable(dbapi_connection):
+        raise sa_exc.InvalidatePoolError("the server closed the connection")
+
+
+def _readable(connection: psycopg.Connection[Any]) -> bool:
+    try:
+        poller = select.poll()
+        poller.register(connection.pgconn.socket, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, psycopg.Error):  # no socket any more
+        return True
+
+
+# SQLSTATEs that mean the server cannot be reached or is going away: connection
+# exceptions (class 08), shutting down or starting up, too many connections.
+_UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot be reached now (down, restarting, no
+    connection free), as opposed to a statement it refused: the first is a 503 to
+    retry later, the second a defect."""
+    if isinstance(exc, sa_exc.TimeoutError | psycopg_pool.PoolTimeout):
+        return True  # no pooled connection came free in time
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig if exc.orig is not None else exc
+    if isinstance(exc, psycopg.OperationalError):
+        state = exc.sqlstate
+        # No SQLSTATE: the client library's own failure (refused, reset, closed).
+        return state is None or state.startswith("08") or state in _UNAVAILABLE_STATES
+    return False
 
 
 @lru_cache

@@ -9,12 +9,17 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.db import is_unavailable
+from service.settings import get_settings
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
@@ -136,10 +141,42 @@ async def _on_unhandled(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(500, "An internal error occurred.", instance=request.url.path)
 
 
+def database_unavailable(*, instance: str) -> JSONResponse:
+    """503 with Retry-After: the database cannot be reached now; nothing was stored,
+    the same request may be sent again (see "When PostgreSQL is down" in
+    docs/operations.md)."""
+    retry_after = get_settings().db_unavailable_retry_after_s
+    return problem_response(
+        503,
+        "The database is unavailable; nothing was stored. Retry later.",
+        title="Service Unavailable",
+        headers={"Retry-After": str(retry_after)},
+        instance=instance,
+    )
+
+
+async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A database that cannot be reached is a 503 to retry; any other database
+    error (a statement it refused) is a defect: 500, logged with its traceback."""
+    if not is_unavailable(exc):
+        return await _on_unhandled(request, exc)
+    orig = getattr(exc, "orig", None) or exc
+    log.warning(
+        "database_unavailable",
+        error_type=type(orig).__name__,
+        sqlstate=getattr(orig, "sqlstate", None),
+    )
+    return database_unavailable(instance=request.url.path)
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _on_problem)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
+    # Handled where they are raised, before the app-wide handler, which would also
+    # close the client's connection.
+    for database_error in (sa_exc.DBAPIError, sa_exc.TimeoutError, psycopg.Error):
+        app.add_exception_handler(database_error, _on_database_error)
     app.add_exception_handler(Exception, _on_unhandled)
 
 

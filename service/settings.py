@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     db_connect_timeout_s: int = Field(default=5, ge=1)
     db_pre_ping: bool = False
+    # While the database cannot be reached requests get 503 with this Retry-After.
+    db_unavailable_retry_after_s: int = Field(default=5, ge=1, le=3600)
 
     # Celery broker. Unset: kombu's SQLAlchemy transport on the same PostgreSQL.
     broker_url: str | None = None
