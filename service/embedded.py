@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 
 import psycopg
@@ -57,6 +58,9 @@ def ensure_database_url(data_dir: Path) -> str:
     return url
 
 
+LOCAL_WEBHOOK_PLATFORMS = ("shopify", "woocommerce")
+
+
 def _ensure_local_keys(data_dir: Path) -> None:
     """The embedded default keeps its identity and encryption keys beside its data, so
     the data stays readable across restarts. A deployment sets them in the environment
@@ -69,5 +73,13 @@ def _ensure_local_keys(data_dir: Path) -> None:
         )
         path.chmod(0o600)
     keys = json.loads(path.read_text())
+    if "webhook_secrets" not in keys:  # files from before local webhook secrets
+        keys["webhook_secrets"] = {
+            platform: [secrets.token_urlsafe(24)] for platform in LOCAL_WEBHOOK_PLATFORMS
+        }
+        path.write_text(json.dumps(keys))
     os.environ.setdefault("IDENTITY_HASH_KEY", keys["identity_hash_key"])
     os.environ.setdefault("PII_ENCRYPTION_KEYS", keys["pii_encryption_keys"])
+    # Local signing secrets, so that `personalize demo` can sign the platforms' webhooks
+    # for the embedded default with no setup. A deployment sets WEBHOOK_SECRETS.
+    os.environ.setdefault("WEBHOOK_SECRETS", json.dumps(keys["webhook_secrets"]))
