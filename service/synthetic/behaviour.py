@@ -162,7 +162,7 @@ def _session(
         category = customer.pick_category(rng)
         product = catalogue.pick(rng, category)
         act(Kind.VIEW, product=product)
-        if rng.random() < persona.add_to_cart:
+        if rng.random() < persona.add_to_cart * _affordable(product, persona):
             at += timedelta(seconds=int(rng.integers(5, 60)))
             cart.append(Line(product, 1))
             act(Kind.ADD, product=product, cart=cart_id)
@@ -208,6 +208,13 @@ def _session(
     return [a for a in out if a.at < end]
 
 
+def _affordable(product: Product, persona: Persona) -> float:
+    """How much of the add-to-cart chance a product gets: all of it within the persona's
+    budget (twice their median order), proportionally less above."""
+    budget = 2 * persona.order_value.median
+    return min(1.0, budget / float(product.price))
+
+
 def _basket(
     rng: np.random.Generator,
     catalogue: Catalogue,
@@ -215,27 +222,38 @@ def _basket(
     persona: Persona,
     cart: list[Line],
 ) -> list[Line]:
-    """The order's lines: the cart, completed or trimmed towards an order value drawn
-    from the persona's (customers top up a small cart or put back part of a big one)."""
-    target = Decimal(
-        f"{rng.lognormal(np.log(persona.order_value.median), persona.order_value.spread):.2f}"
-    )
-    lines = {line.product.id: line for line in cart}
-
-    def total() -> Decimal:
-        return sum((line.value for line in lines.values()), Decimal(0))
-
-    while len(lines) > 1 and total() > target * Decimal("1.25"):
-        del lines[max(lines.values(), key=lambda line: line.value).product.id]
-    for _ in range(20):
-        if total() >= target * Decimal("0.8"):
+    """The order's lines, towards an order value drawn from the persona's: the cart's
+    products that fit, cheapest first (customers put back what breaks the budget), then
+    more of what they like at a price that fits, then more of the cheapest line."""
+    value = persona.order_value
+    target = Decimal(f"{rng.lognormal(np.log(value.median), value.spread):.2f}")
+    ceiling = target * Decimal("1.1")
+    lines: dict[str, Line] = {}
+    total = Decimal(0)
+    for line in sorted(cart, key=lambda held: held.product.price):
+        if total + line.value <= ceiling:
+            lines[line.product.id] = line
+            total += line.value
+    if not lines:  # nothing in the cart fits: trade down within the cheapest's category
+        first = min(cart, key=lambda held: held.product.price).product
+        for _ in range(20):
+            cheaper = catalogue.pick(rng, first.category)
+            if cheaper.price <= ceiling:
+                first = cheaper
+                break
+        lines[first.id] = Line(first, 1)
+        total = first.price
+    for _ in range(30):
+        if total >= target * Decimal("0.9"):
             break
-        category = customer.pick_category(rng)
-        product = catalogue.pick(rng, category)
-        if product.price > (target - total()) * Decimal("1.25"):
-            cheapest = min(lines.values(), key=lambda line: line.product.price)
-            lines[cheapest.product.id] = Line(cheapest.product, cheapest.quantity + 1)
-        else:
+        product = catalogue.pick(rng, customer.pick_category(rng))
+        if total + product.price <= ceiling:
             held = lines.get(product.id)
             lines[product.id] = Line(product, held.quantity + 1 if held else 1)
+            total += product.price
+    cheapest = min(lines.values(), key=lambda held: held.product.price)
+    while total + cheapest.product.price <= ceiling and total < target * Decimal("0.9"):
+        cheapest = Line(cheapest.product, cheapest.quantity + 1)
+        lines[cheapest.product.id] = cheapest
+        total += cheapest.product.price
     return list(lines.values())

@@ -69,7 +69,10 @@ class Persona(_Strict):
     description: str = ""
     visits_per_week: Positive
     views_per_session: Positive = Field(description="Mean product views in a session.")
-    add_to_cart: Share = Field(description="Chance that a product view puts it in the cart.")
+    add_to_cart: Share = Field(
+        description="Chance that a product view puts it in the cart (a product dearer "
+        "than twice the median order value proportionally less)."
+    )
     cart_abandonment: Share = Field(description="Chance that a cart is left without an order.")
     order_value: Money
     discount_use: Share = 0.1
@@ -130,10 +133,10 @@ class PersonasFile(_Strict):
         names = {c.name for c in self.categories}
         if len(names) != len(self.categories):
             raise ValueError("category names must be distinct")
-        for persona in self.personas.values():
+        for name, persona in self.personas.items():
             unknown = set(persona.categories) - names
             if unknown:
-                raise ValueError(f"unknown category {sorted(unknown)[0]!r} in a persona")
+                raise ValueError(f"persona {name} names an unknown category {sorted(unknown)[0]!r}")
         return self
 
 
