@@ -6,7 +6,7 @@ once (the second run counts duplicates)."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -79,8 +79,9 @@ def platform_handles(act: Act, *, live: bool) -> bool:
     return not (act.customer.platform == "woocommerce" and act.kind == Kind.CHECKOUT)
 
 
-def segment_event(act: Act, *, currency: str) -> dict[str, Any]:
-    """The act as a Segment spec message (track, page or identify)."""
+def segment_event(act: Act, *, currency: str, sent_at: datetime | None = None) -> dict[str, Any]:
+    """The act as a Segment spec message (track, page or identify), stamped with
+    `sent_at` when given (live mode), its id always from the act itself."""
     c = act.customer
     who: dict[str, Any] = {"anonymousId": c.anonymous_id}
     if act.known:
@@ -88,7 +89,7 @@ def segment_event(act: Act, *, currency: str) -> dict[str, Any]:
     base = {
         **who,
         "messageId": message_id(act),
-        "timestamp": _stamp(act.at),
+        "timestamp": _stamp(sent_at or act.at),
         "context": {"locale": c.locale, "timezone": c.timezone},
     }
     if act.kind == Kind.PAGE:
@@ -148,8 +149,19 @@ def segment_event(act: Act, *, currency: str) -> dict[str, Any]:
 # --- platform webhooks -----------------------------------------------------------------------
 
 
-def webhook(act: Act, *, currency: str, secrets: dict[str, str], shop: str) -> Webhook:
-    """The platform's signed webhook for a checkout, an order or a refund."""
+def webhook(
+    act: Act,
+    *,
+    currency: str,
+    secrets: dict[str, str],
+    shop: str,
+    sent_at: datetime | None = None,
+) -> Webhook:
+    """The platform's signed webhook for a checkout, an order or a refund, its times
+    `sent_at` when given (live mode), its ids always from the act itself."""
+    ids = act
+    if sent_at is not None:
+        act = replace(act, at=sent_at)
     if act.customer.platform == "shopify":
         topic, payload = _shopify(act, currency=currency)
         body = orjson.dumps(payload)
@@ -158,8 +170,8 @@ def webhook(act: Act, *, currency: str, secrets: dict[str, str], shop: str) -> W
             "X-Shopify-Topic": topic,
             "X-Shopify-Hmac-Sha256": sign_shopify(body, secrets["shopify"]),
             "X-Shopify-Shop-Domain": f"{shop}.myshopify.com",
-            "X-Shopify-Event-Id": message_id(act, 1),
-            "X-Shopify-Webhook-Id": message_id(act, 2),
+            "X-Shopify-Event-Id": message_id(ids, 1),
+            "X-Shopify-Webhook-Id": message_id(ids, 2),
             "X-Shopify-Triggered-At": _stamp(act.at),
         }
         return Webhook(Channel.SHOPIFY, topic, "/v1/webhooks/shopify", body, headers)
@@ -169,7 +181,7 @@ def webhook(act: Act, *, currency: str, secrets: dict[str, str], shop: str) -> W
         "Content-Type": "application/json",
         "X-WC-Webhook-Topic": topic,
         "X-WC-Webhook-Signature": sign_woocommerce(body, secrets["woocommerce"]),
-        "X-WC-Webhook-Delivery-ID": message_id(act, 1),
+        "X-WC-Webhook-Delivery-ID": message_id(ids, 1),
         "X-WC-Webhook-ID": "1",
         "X-WC-Webhook-Source": f"https://{shop}.example/",
     }

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -109,13 +109,15 @@ class Live:
                 )
             if not happens:
                 return
-        sent = replace(act, at=datetime.now(UTC).replace(microsecond=0))
+        now = datetime.now(UTC).replace(microsecond=0)
         secrets = self.sender.target.secrets
         if platform_handles(act, live=True) and c.platform in secrets:
-            hook = webhook(sent, currency=self.model.currency, secrets=secrets, shop=self.shop)
+            hook = webhook(
+                act, currency=self.model.currency, secrets=secrets, shop=self.shop, sent_at=now
+            )
             await self.sender.webhook(hook)
         else:
-            event = segment_event(sent, currency=self.model.currency)
+            event = segment_event(act, currency=self.model.currency, sent_at=now)
             await self.sender.events(storefront_channel(c), [event])
         if act.kind == Kind.PAGE:
             await self._decide(act, HERO, {"page": {"path": "/", "type": "home"}})
