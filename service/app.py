@@ -63,11 +63,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await pool.open(wait=False)  # the API starts even while the database is away
     app.state.decision_reader = reader = Reader(pool)
     await asyncio.to_thread(reader.prepare)  # not on a request's time
+    await reader.start()  # hears of revoked keys and new rules (decisions/keys.py)
     # What start-up allocated (modules, compiled rules, the app) stays for the process's
     # life: out of the collector's reach, a full collection does not walk it again
     # while a storefront request waits.
     gc.freeze()
     yield
+    await reader.stop()
     await pool.close()
     if watcher:
         watcher.stop()

@@ -1,8 +1,13 @@
-"""The decision endpoint's read: the API key (once a minute per key), the customer's
-snapshot and the active rules' version, as one task on the event loop that a request
-waits for at most DECISION_BUDGET_MS. A snapshot is reused for DECISION_CACHE_TTL_S:
-a page's widgets often ask for their placements one request each, at once; the
-snapshot holds the customer's inbox for every placement, so it serves them all."""
+"""The decision endpoint's read: the API key (when this process has no check of it it
+can trust, see keys.py), the customer's snapshot and the active rules' version, as one
+task on the event loop that a request waits for at most DECISION_BUDGET_MS. A snapshot
+is reused for DECISION_CACHE_TTL_S: a page's widgets often ask for their placements one
+request each, at once; the snapshot holds the customer's inbox for every placement, so
+it serves them all. Snapshots read under other rules than the active ones are not.
+
+Rules a read finds newer than the process's are compiled once, on a thread, and the
+request waits for them beyond the budget: the first request after a deployment is
+answered with it (the listener usually has them compiled before)."""
 
 from __future__ import annotations
 
@@ -19,20 +24,20 @@ from psycopg_pool import AsyncConnectionPool
 
 from service import db
 from service.decisions import repository
+from service.decisions.keys import KeyCache, Listener
 from service.decisions.repository import Snapshot
 from service.rules.service import RUNTIME, Active
 from service.settings import get_settings
 
 log = structlog.get_logger(__name__)
 
-KEY_CACHE_S = 60.0  # a revoked key keeps working in a running process this long
+COMPILE_WAIT_S = 10.0  # past this, new rules still compiling: the defaults, degraded
 
 
 @dataclass(frozen=True)
 class _Read:
     scopes: frozenset[str] | None  # None: no key checked in this read (it was cached)
     snapshot: Snapshot
-    active: Active
 
 
 class Reader:
@@ -42,7 +47,10 @@ class Reader:
 
     def __init__(self, pool: AsyncConnectionPool[AsyncConnection[Any]]) -> None:
         self.pool = pool
-        self._keys: dict[str, tuple[frozenset[str], float]] = {}
+        self.keys = KeyCache()
+        self._listener: asyncio.Task[None] | None = None
+        self._compiling: asyncio.Future[Active] | None = None
+        self._rules_generation = 0  # a snapshot read across a rules change is not kept
         # (customer id, identity) → (snapshot, monotonic expiry); oldest first.
         self._snapshots: dict[tuple[Any, ...], tuple[Snapshot, float]] = {}
         self._inflight: dict[tuple[Any, ...], asyncio.Task[_Read]] = {}
@@ -50,9 +58,17 @@ class Reader:
         self._degraded_count: dict[str, int] = {}
         self._degraded_logged = 0.0
 
-    def cached_scopes(self, key_hash: str) -> frozenset[str] | None:
-        hit = self._keys.get(key_hash)
-        return hit[0] if hit and hit[1] > time.monotonic() else None
+    async def start(self) -> None:
+        """Listen for key and rule changes (keys.py), on a connection of its own."""
+        conninfo = self.pool.conninfo  # the pool's server and credentials (open_pool)
+        assert isinstance(conninfo, str)
+        listener = Listener(conninfo, keys=self.keys, rules_changed=self._rules_changed)
+        self._listener = asyncio.create_task(listener.run(), name="decisions-listener")
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
 
     async def read(self, **kwargs: Any) -> _Read | None:
         hit = self._cached(**kwargs)
@@ -100,14 +116,13 @@ class Reader:
         now = datetime.now(UTC)
         if any(x.expires_at is not None and x.expires_at <= now for x in hit[0].inbox):
             return None  # an offer in it has expired since
-        active = RUNTIME.cached()
-        if hit[0].deployment_id != active.deployment_id:
+        if hit[0].deployment_id != RUNTIME.cached().deployment_id:
             return None  # the rules changed since
-        return _Read(None, hit[0], active)
+        return _Read(None, hit[0])
 
-    def _keep(self, key: tuple[Any, ...], snapshot: Snapshot) -> None:
+    def _keep(self, key: tuple[Any, ...], snapshot: Snapshot, generation: int) -> None:
         settings = get_settings()
-        if settings.decision_cache_ttl_s <= 0:
+        if settings.decision_cache_ttl_s <= 0 or generation != self._rules_generation:
             return
         self._snapshots.pop(key, None)
         self._snapshots[key] = (snapshot, time.monotonic() + settings.decision_cache_ttl_s)
@@ -130,23 +145,49 @@ class Reader:
         customer_id: uuid.UUID | None,
         identity: tuple[str, str] | None,
     ) -> _Read:
+        begun, generation = self.keys.begin(), self._rules_generation
         async with self.pool.connection() as conn:
             scopes = None
             if key_hash is not None:
                 scopes = await repository.key_scopes(conn, key_hash)
-                if scopes:
-                    self._keys[key_hash] = (scopes, time.monotonic() + KEY_CACHE_S)
+                self.keys.keep(key_hash, scopes, begun)
             snapshot = await repository.snapshot(
                 conn,
                 customer_id=customer_id,
                 identity=identity,
                 currency=get_settings().shop_currency,
             )
-        self._keep((customer_id, identity), snapshot)
-        active = RUNTIME.cached()
-        if snapshot.deployment_id != active.deployment_id:
-            active = await asyncio.to_thread(_refresh_rules)  # rules changed: compile once
-        return _Read(scopes, snapshot, active)
+        self._keep((customer_id, identity), snapshot, generation)
+        return _Read(scopes, snapshot)
+
+    async def rules_for(self, deployment_id: int | None) -> Active | None:
+        """The compiled rules of this deployment (or a newer one), compiled now if they
+        are not yet: one compile at a time, on a thread, shared by every request that
+        waits for it. None if that does not finish within COMPILE_WAIT_S."""
+        for _ in range(2):  # one compile may be of an older deployment, under way
+            active = RUNTIME.cached()
+            if active.deployment_id == deployment_id:
+                return active
+            try:
+                await asyncio.wait_for(asyncio.shield(self._compile()), COMPILE_WAIT_S)
+            except Exception as exc:  # the defaults are served; the next request tries again
+                log.warning("decisions_rules_unavailable", error_type=type(exc).__name__)
+                return None
+        return RUNTIME.cached()  # newer still than the read's: a deployment in between
+
+    def _compile(self) -> asyncio.Future[Active]:
+        if self._compiling is None or self._compiling.done():
+            self._compiling = asyncio.ensure_future(asyncio.to_thread(_refresh_rules))
+            self._compiling.add_done_callback(_retrieve)
+        return self._compiling
+
+    def _rules_changed(self, notified: bool) -> None:
+        """From the listener: snapshots read under other rules are not served again; a
+        notified deployment is compiled now, before requests ask for it."""
+        self._snapshots.clear()
+        self._rules_generation += 1
+        if notified:
+            self._compile()
 
     def prepare(self) -> None:
         """Compile the rule files on disk: what is served if the database is away before
@@ -163,7 +204,7 @@ class Reader:
         return self._files
 
 
-def _retrieve(task: asyncio.Task[_Read]) -> None:
+def _retrieve(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()  # a late failure, after the answer went, is not "never retrieved"
 

@@ -1,10 +1,11 @@
 """`POST /v1/decisions`: what the storefront shows a customer in each placement.
 
 The request waits for the database at most DECISION_BUDGET_MS, for one read (the API
-key, once a minute per key; the profile, its segments and inbox; the active rules'
-version). Past the budget, or with the database down, it answers 200 with the
-defaults and `degraded: true`. Nothing is written on the way: the decision log goes
-to a background writer.
+key, unless this process checked it and heard of no change since; the profile, its
+segments and inbox; the active rules' version). Past the budget, or with the database
+down, it answers 200 with the defaults and `degraded: true` to a key checked before,
+503 to one it cannot check. Nothing is written on the way: the decision log goes to a
+background writer.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 @router.post(
     "/v1/decisions",
     response_model=DecisionOut,
-    responses=problem_responses(401, 403, 413, 422, 500),
+    responses=problem_responses(401, 403, 413, 422, 500, 503),
 )
 async def decide(
     request: Request,
@@ -46,7 +47,8 @@ async def decide(
     explain: Annotated[bool, Query(description="Add which rules matched and why.")] = False,
 ) -> Response:
     """The content and offers for each placement (scope `storefront`). Always 200 for a
-    valid request: with the database slow or down, the defaults, `degraded: true`.
+    valid request and key: with the database slow or down, the defaults, `degraded:
+    true`; 503 (with Retry-After) when the key itself cannot be checked then.
 
     (Requests are answered by `FastPath` before they reach this route; both run
     `answer_request`.)"""
@@ -62,29 +64,46 @@ async def decide(
 async def answer_request(
     reader: Reader, *, body: DecisionIn, token: str | None, explain: bool
 ) -> dict[str, Any]:
-    """The decision for a validated request; ProblemError for 401, 403 and 422."""
+    """The decision for a validated request; ProblemError for 401, 403, 422 and 503.
+    Every request's key is checked: by this process's cache when it can be trusted
+    (see keys.py), else in the read."""
     if not token:
         raise ProblemError(
             401, "An API key is required: Authorization: Bearer <key>.", headers=_CHALLENGE
         )
     key_hash = digest(token)
-    cached = reader.cached_scopes(key_hash)
+    scopes = reader.keys.fresh(key_hash)
     customer_id, identity = _who(body)
     got = await reader.read(
-        key_hash=None if cached is not None else key_hash,
+        key_hash=None if scopes is not None else key_hash,
         customer_id=customer_id,
         identity=identity,
     )
-    scopes = cached if cached is not None else (got.scopes if got else None)
-    if scopes is not None and not scopes:
+    if scopes is None:
+        # Checked in this read; or, with the database away, as last checked here.
+        scopes = got.scopes if got is not None else reader.keys.last_known(key_hash)
+    if scopes is None:
+        raise ProblemError(
+            503,
+            "The API key cannot be checked now (the database does not answer); try again.",
+            headers={"Retry-After": str(get_settings().db_unavailable_retry_after_s)},
+        )
+    if not scopes:
         raise ProblemError(401, "The API key is unknown or revoked.", headers=_CHALLENGE)
-    if scopes is not None and not ({Scope.STOREFRONT.value, Scope.ADMIN.value} & scopes):
+    if not ({Scope.STOREFRONT.value, Scope.ADMIN.value} & scopes):
         raise ProblemError(403, "This API key lacks the 'storefront' scope.")
-    # An unverified key (database down, key not seen yet) gets only the defaults, which
-    # are the same for everyone.
-    active = got.active if got else reader.rules_without_database()
-    snapshot = got.snapshot if got else Snapshot(None, None, [])
-    return _answer(body, active=active, snapshot=snapshot, degraded=got is None, explain=explain)
+    # The rules the read found active; a deployment this process has not compiled yet
+    # is compiled now, however long that takes beyond the budget.
+    active = await reader.rules_for(got.snapshot.deployment_id) if got is not None else None
+    if got is None or active is None:
+        return _answer(
+            body,
+            active=reader.rules_without_database(),
+            snapshot=Snapshot(None, None, []),
+            degraded=True,
+            explain=explain,
+        )
+    return _answer(body, active=active, snapshot=got.snapshot, degraded=False, explain=explain)
 
 
 def _who(body: DecisionIn) -> tuple[uuid.UUID | None, tuple[str, str] | None]:
