@@ -1,18 +1,29 @@
-"""Concurrent resolvers on a real database: one visitor's events never split."""
+"""Concurrency on a real database: one visitor's events never split between resolvers;
+overlapping batches sent at once are each answered and store each message once."""
 
 from __future__ import annotations
 
+import os
+import random
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 
+import httpx
+import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from service.events import service
 from service.events.canonical import CanonicalEvent, Identifiers
+from tests import support
 
 
 def event(anonymous_id: str) -> CanonicalEvent:
@@ -145,3 +156,88 @@ def test_an_event_resolved_during_a_merge_lands_on_the_winner(make_database) -> 
         assert tuple(on) == (winner, winner, winner, 1)
     finally:
         engine.dispose()
+
+
+# --- intake under concurrent, overlapping batches -----------------------------------
+
+SENDERS = 5
+BATCHES = 100
+EVENTS_PER_BATCH = 200
+MESSAGE_IDS = 2_000  # shared by every sender: each id is sent about ten times
+
+
+def _overlapping_batches(seed: int) -> list[list[dict]]:
+    """100 batches drawing their message ids from one pool, each in its own order: two
+    batches share about 20 ids, and a redelivery of one id arrives at the same time."""
+    rng = random.Random(seed)
+    return [
+        [
+            {
+                "type": "track",
+                "event": "Product Viewed",
+                "messageId": f"m-{n}",
+                "anonymousId": f"visitor-{n % 300}",
+                "timestamp": "2026-11-20T10:00:00Z",
+                "properties": {"product_id": f"p{n % 50}"},
+            }
+            for n in rng.sample(range(MESSAGE_IDS), EVENTS_PER_BATCH)
+        ]
+        for _ in range(BATCHES)
+    ]
+
+
+@pytest.mark.slow
+def test_concurrent_overlapping_batches_store_each_message_once(
+    make_database, tmp_path: Path
+) -> None:
+    """100 batches from 5 senders (keys; three on the events API, two on Segment's batch
+    call) sent at once, sharing message ids: every one is answered 2xx, and each id is
+    stored exactly once and counted accepted exactly once."""
+    url: str = make_database("ingest_race")
+    port = support.free_port()
+    env = {k: v for k, v in os.environ.items() if k != "BROKER_URL"}
+    env.update(DATABASE_URL=url, PORT=str(port), API_WORKERS="1", RULES_WATCH="false")
+    keys = [support.cli_key(env, "ingest", name=f"sender-{i}") for i in range(SENDERS)]
+    base = f"http://127.0.0.1:{port}"
+    with (tmp_path / "api.log").open("wb") as out:
+        api = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "api"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    batches = _overlapping_batches(seed=15)
+    start = threading.Barrier(BATCHES)
+
+    def send(index: int) -> httpx.Response:
+        path = "/v1/events" if index % SENDERS < 3 else "/v1/batch"
+        with httpx.Client(base_url=base, timeout=120) as client:
+            start.wait(timeout=60)
+            return client.post(path, json={"batch": batches[index]}, headers=keys[index % SENDERS])
+
+    try:
+        support.wait_for(lambda: httpx.get(f"{base}/healthz").status_code == 200, timeout=60)
+        with ThreadPoolExecutor(max_workers=BATCHES) as pool:
+            responses = list(pool.map(send, range(BATCHES)))
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
+
+    statuses = Counter(r.status_code for r in responses)
+    failed = [r.text[:300] for r in responses if r.status_code != 200]
+    assert statuses == {200: BATCHES}, (statuses, failed[:3])
+    answers = [r.json() for r in responses]
+    distinct = {e["messageId"] for batch in batches for e in batch}
+    assert sum(a["accepted"] for a in answers) == len(distinct)
+    assert sum(a["duplicates"] for a in answers) == BATCHES * EVENTS_PER_BATCH - len(distinct)
+    assert all(a["rejected"] == 0 for a in answers)
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(
+                text("SELECT count(*), count(DISTINCT message_id) FROM events")
+            ).one()
+    finally:
+        engine.dispose()
+    assert tuple(stored) == (len(distinct), len(distinct))

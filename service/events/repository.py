@@ -129,16 +129,25 @@ def get_delivery(session: Session, delivery: int) -> WebhookDelivery | None:
 
 # One JSON document carries the whole batch: a single parameter to send and parse,
 # instead of ten arrays of 500 escaped elements.
+#
+# Rows go in in key order. An insert waits for a concurrent transaction that inserted
+# the same key, so two batches sharing message ids in different orders each held a key
+# the other waited for: a deadlock, and one of them failed. In one order the later one
+# simply waits. Ids are still drawn in the batch's order (the inner query numbers the
+# rows as they come, before the sort), so events of one batch keep the sender's order
+# where times tie.
 _INSERT_EVENTS = text(
     """
-    INSERT INTO events (source, message_id, identity_keys, type, name, occurred_at,
+    INSERT INTO events (id, source, message_id, identity_keys, type, name, occurred_at,
                         received_at, properties, context, delivery_id)
-    SELECT source, message_id, identity_keys, type, name, occurred_at, received_at,
+    SELECT id, source, message_id, identity_keys, type, name, occurred_at, received_at,
            properties, context, delivery_id
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
+    FROM (SELECT nextval(pg_get_serial_sequence('events', 'id')) AS id, r.*
+          FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
             source text, message_id text, identity_keys jsonb, type text, name text,
-            occurred_at timestamptz, received_at timestamptz, properties jsonb, context jsonb,
-            delivery_id bigint)
+            occurred_at timestamptz, received_at timestamptz, properties jsonb,
+            context jsonb, delivery_id bigint)) AS numbered
+    ORDER BY source, message_id
     ON CONFLICT (source, message_id) DO NOTHING
     RETURNING source, message_id
     """

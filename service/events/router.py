@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 
 from service.auth.dependencies import require
 from service.auth.models import ApiKey
@@ -12,7 +12,7 @@ from service.auth.service import Scope
 from service.db import DbSession
 from service.errors import FieldError, ProblemError, problem_responses
 from service.events import repository, service
-from service.events.body import limited_body, parse_json
+from service.events.body import json_response, limited_body, parse_json
 from service.events.schemas import (
     EventsResponse,
     QuarantineItem,
@@ -49,7 +49,7 @@ def post_events(
     session: DbSession,
     _: Annotated[ApiKey, Depends(require(Scope.INGEST))],
     body: Annotated[bytes, Depends(limited_body(_settings.events_max_batch_bytes))],
-) -> EventsResponse:
+) -> Response:
     """Track, identify and page events: one event, or `{"batch": [...]}` of up to 500
     (500 KB; 32 KB an event). Each event's result is reported: `accepted`, `duplicate`
     (its `messageId` was seen before) or `rejected` with the reason and field; a
@@ -57,12 +57,13 @@ def post_events(
     raw = _events_of(parse_json(body))
     results = service.ingest_api_events(session, raw_events=raw)
     count = {s: sum(r.status == s for r in results) for s in ("accepted", "duplicate", "rejected")}
-    return EventsResponse(
+    answer = EventsResponse(
         accepted=count["accepted"],
         duplicates=count["duplicate"],
         rejected=count["rejected"],
         results=results,
     )
+    return json_response(answer)
 
 
 def _events_of(payload: Any) -> list[Any]:

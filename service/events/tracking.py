@@ -19,7 +19,7 @@ import zlib
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 
 from service.auth import service as auth
@@ -27,7 +27,7 @@ from service.auth.service import Scope
 from service.db import DbSession
 from service.errors import ProblemError, problem_responses
 from service.events import service
-from service.events.body import limited_body, parse_json
+from service.events.body import json_response, limited_body, parse_json
 from service.settings import get_settings
 
 router = APIRouter(prefix="/v1", tags=["tracking"])
@@ -149,7 +149,7 @@ def _ingest(
     body: bytes,
     *,
     kind: Kind | None,
-) -> TrackingAck:
+) -> Response:
     received_at = datetime.now(UTC)
     data = _decoded(request, body)
     if request.headers.get("authorization"):
@@ -174,10 +174,12 @@ def _ingest(
         for event in events
     ]
     results = service.ingest_api_events(session, raw_events=raw_events)
-    return TrackingAck(
-        accepted=sum(r.status == "accepted" for r in results),
-        duplicates=sum(r.status == "duplicate" for r in results),
-        rejected=sum(r.status == "rejected" for r in results),
+    return json_response(
+        TrackingAck(
+            accepted=sum(r.status == "accepted" for r in results),
+            duplicates=sum(r.status == "duplicate" for r in results),
+            rejected=sum(r.status == "rejected" for r in results),
+        )
     )
 
 
@@ -192,7 +194,7 @@ def _prepared(event: Any, *, shared: dict[str, Any], sent_at: Any, received_at: 
 
 
 @router.post("/batch", response_model=TrackingAck, responses=_RESPONSES)
-def batch(session: DbSession, request: Request, body: RawBody) -> TrackingAck:
+def batch(session: DbSession, request: Request, body: RawBody) -> Response:
     """Segment's batch call: `{"batch": [...], "sentAt", "context", "writeKey"}`, as the
     SDKs send it (500 KB, 32 KB an event; gzip allowed). 200 `{"success": true}`
     unless the request itself is malformed; events that are not valid are
@@ -201,7 +203,7 @@ def batch(session: DbSession, request: Request, body: RawBody) -> TrackingAck:
 
 
 def _single(kind: Kind) -> Any:
-    def endpoint(session: DbSession, request: Request, body: RawBody) -> TrackingAck:
+    def endpoint(session: DbSession, request: Request, body: RawBody) -> Response:
         return _ingest(session, request, body, kind=kind)
 
     endpoint.__name__ = kind
