@@ -120,7 +120,7 @@ def timers() -> None:
     _database()
     import threading
 
-    from service.actions import timers as timers_loop
+    from service import timers as timers_loop
 
     stop = threading.Event()
 

@@ -12,7 +12,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from functools import lru_cache
 from typing import Any, cast
 
@@ -27,15 +26,9 @@ from service.settings import get_settings
 
 log = structlog.get_logger(__name__)
 
-# Domain modules whose tasks the worker registers.
-TASK_MODULES = [
-    "service.events.tasks",
-    "service.health.tasks",
-    "service.profiles.tasks",
-    "service.rules.tasks",
-    "service.actions.tasks",
-    "service.segments.tasks",
-]
+# Modules with tasks of their own (the stages' and periodic jobs' tasks are made from
+# `service.flow`).
+TASK_MODULES = ["service.actions.tasks"]
 
 
 def broker_url() -> str:
@@ -67,39 +60,12 @@ def make_celery() -> Celery:
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        beat_schedule={
-            "heartbeat": {
-                "task": "service.health.tasks.record_heartbeat",
-                "schedule": timedelta(seconds=settings.heartbeat_interval_s),
-            },
-            # The sweep behind the after-commit nudge: stored events are resolved
-            # within a second even if a nudge was lost (broker down, process killed).
-            "resolve-events": {
-                "task": "service.events.tasks.resolve_pending",
-                "schedule": timedelta(seconds=settings.resolve_sweep_s),
-            },
-            # Rules: the sweep behind the nudge sent when events are resolved. (Waiting
-            # rules and actions are run at their due time by `personalize timers`.)
-            "evaluate-events": {
-                "task": "service.rules.tasks.evaluate_pending",
-                "schedule": timedelta(seconds=settings.resolve_sweep_s),
-            },
-            "rfm": {
-                "task": "service.profiles.tasks.recompute_rfm",
-                "schedule": timedelta(seconds=settings.rfm_interval_s),
-            },
-            "segments-refresh": {
-                "task": "service.segments.tasks.refresh",
-                "schedule": timedelta(seconds=settings.segment_refresh_s),
-            },
-            # The sweep behind the nudge sent when a refresh or backfill starts.
-            "segments-advance": {
-                "task": "service.segments.tasks.advance",
-                "schedule": timedelta(seconds=5),
-            },
-        },
         timezone="UTC",
     )
+    from service import flow  # the stages import domain services, which import this module
+
+    schedule = flow.register(app)
+    app.add_defaults(lambda: {"beat_schedule": schedule})
     return app
 
 
@@ -200,3 +166,31 @@ def _send_nudges(session: Session) -> None:
 def _drop_nudges(session: Session) -> None:
     if not session.in_nested_transaction():
         session.info.pop("nudges", None)
+
+
+def send_after_commit(session: Session, task_name: str, calls: list[dict[str, Any]]) -> None:
+    """Send `task_name` once per keyword arguments in `calls` when the session's
+    transaction commits (in the committing thread: for workers and timers, not requests).
+    A send that fails stops the rest; the caller's rows say what to send again."""
+    pending: list[tuple[str, dict[str, Any]]] = session.info.setdefault("sends", [])
+    if not session.info.get("send_hooks"):
+        session.info["send_hooks"] = True
+        event.listen(session, "after_commit", _send_pending)
+        event.listen(session, "after_rollback", _drop_pending)
+    pending.extend((task_name, kwargs) for kwargs in calls)
+
+
+def _send_pending(session: Session) -> None:
+    if session.in_nested_transaction():
+        return
+    for name, kwargs in session.info.pop("sends", []):
+        try:
+            get_celery().send_task(name, kwargs=kwargs)
+        except Exception as exc:
+            log.warning("send_failed", task=name, error_type=type(exc).__name__)
+            return
+
+
+def _drop_pending(session: Session) -> None:
+    if not session.in_nested_transaction():
+        session.info.pop("sends", None)

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 from service import worker
 from service.worker import nudge_after_commit
 
-TASK = "service.events.tasks.resolve_pending"
+TASK = "stage.resolve"
 
 
 class Recorder:

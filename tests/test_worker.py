@@ -67,7 +67,7 @@ def test_worker_process_runs_a_task_and_stops_gracefully(
         else:
             monkeypatch.delenv("BROKER_URL", raising=False)
         clear_caches()
-        get_celery().send_task("service.health.tasks.record_heartbeat", queue=queue)
+        get_celery().send_task("periodic.heartbeat", queue=queue)
 
         engine = create_engine(url)
         try:

@@ -24,16 +24,16 @@ from service import crypto
 from service.actions import channels, policy, repository
 from service.actions.models import Action
 from service.db import advisory_xact_locks
+from service.pipeline.stages import StageName, nudge
 from service.rules import templates
 from service.rules.schema import parse_duration
 from service.segments import service as segments
 from service.settings import Destination, Settings, get_settings
-from service.worker import nudge_after_commit
+from service.worker import send_after_commit
 
 log = structlog.get_logger(__name__)
 
 DISPATCH_TASK = "service.actions.tasks.dispatch"
-HAND_OVER_TASK = "service.actions.tasks.hand_over"
 DB_CHANNELS = frozenset({"inbox", "content", "segment"})  # done in the claiming transaction
 
 
@@ -86,15 +86,19 @@ def create_for_firing(
         )
     ids = repository.insert_actions(session, rows)
     if ids:
-        nudge_after_commit(session, HAND_OVER_TASK)
+        nudge(session, StageName.HAND_OVER)
     return ids
 
 
 def hand_over(session: Session, *, now: datetime, limit: int = 500) -> list[int]:
-    """Due actions to send to workers (the caller sends them after the commit)."""
+    """Hand due actions to workers: marked handed over now, one `dispatch` task each
+    sent once this transaction commits; returns their ids. A send that fails leaves the
+    rest marked: they are handed again after ACTION_REENQUEUE_S."""
     settings = get_settings()
     handed_before = now - timedelta(seconds=settings.action_reenqueue_s)
-    return repository.take_ready(session, now=now, handed_before=handed_before, limit=limit)
+    ids = repository.take_ready(session, now=now, handed_before=handed_before, limit=limit)
+    send_after_commit(session, DISPATCH_TASK, [{"action_id": i} for i in ids])
+    return ids
 
 
 @dataclass(frozen=True)
@@ -204,7 +208,7 @@ def retry_dead(session: Session, *, action_id: int, now: datetime) -> Action | N
     action.status, action.attempts, action.next_attempt_at = "pending", 0, now
     action.enqueued_at = action.finished_at = None
     action.reason = f"retried at {now.isoformat()} after: {action.last_error}"
-    nudge_after_commit(session, HAND_OVER_TASK)
+    nudge(session, StageName.HAND_OVER)
     return action
 
 

@@ -1,5 +1,5 @@
-"""Workers deliver actions; the timers process (and a nudge after each commit that
-creates actions) hands them over."""
+"""Workers deliver actions, one task an action; the hand-over stage (nudged after each
+commit that creates actions, and run by the timers process) sends them here."""
 
 from __future__ import annotations
 
@@ -58,27 +58,3 @@ def deliver(delivery: service.Delivery) -> channels.Result:
         text=delivery.text,
         key=delivery.key,
     )
-
-
-@get_celery().task(name=service.HAND_OVER_TASK, acks_late=True, ignore_result=True)
-def hand_over() -> int:
-    """Send due actions to workers (also done by the timers process)."""
-    return send_ready()
-
-
-def send_ready() -> int:
-    """Hand every due action to the broker, a committed batch at a time."""
-    total = 0
-    while True:
-        with db.transaction() as session:
-            ids = service.hand_over(session, now=_now())
-        for action_id in ids:
-            try:
-                get_celery().send_task(service.DISPATCH_TASK, kwargs={"action_id": action_id})
-            except Exception as exc:
-                # Marked as handed over: it is handed again after ACTION_REENQUEUE_S.
-                log.warning("hand_over_failed", error_type=type(exc).__name__)
-                return total
-        total += len(ids)
-        if len(ids) < 500:
-            return total

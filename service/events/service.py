@@ -23,17 +23,14 @@ from service.events.canonical import CanonicalEvent, Identifiers, IgnoredTopic, 
 from service.events.repository import Delivery
 from service.events.schemas import ApiEvent, EventResult
 from service.pipeline.isolation import isolated
+from service.pipeline.stages import StageName, nudge
 from service.profiles import service as profiles
 from service.profiles.identity import IdentityKey, keys_for
 from service.settings import get_settings
-from service.worker import nudge_after_commit
 
 API_SOURCE = "api"
 log = structlog.get_logger(__name__)
 
-# Resolves stored events onto profiles; nudged after each commit that stored some,
-# and run every second by the scheduler so nothing waits on a lost nudge.
-RESOLVE_TASK = "service.events.tasks.resolve_pending"
 # The quarantine's topic for a stored event that could not be put on a profile.
 SET_ASIDE_TOPIC = "resolve"
 
@@ -51,7 +48,7 @@ def store(
     request or by a concurrent transaction) is a duplicate with no effect."""
     inserted = repository.insert_events(session, event_rows(events, delivery=delivery))
     if inserted:
-        nudge_after_commit(session, RESOLVE_TASK)
+        nudge(session, StageName.RESOLVE)
     return Stored(accepted=inserted)
 
 
@@ -190,7 +187,7 @@ def receive_webhooks(session: Session, *, deliveries: Sequence[Delivery]) -> lis
             )
         results.append((status, count))
     if any(count for _, count in results):
-        nudge_after_commit(session, RESOLVE_TASK)
+        nudge(session, StageName.RESOLVE)
     return results
 
 
@@ -368,7 +365,7 @@ def replay(session: Session, *, item_id: int) -> tuple[str, int] | None:
     if item.topic == SET_ASIDE_TOPIC and item.delivery_id is None and isinstance(event_id, int):
         # An event that could not be put on a profile: let the resolvers try again.
         repository.retry_resolution(session, event=event_id)
-        nudge_after_commit(session, RESOLVE_TASK)
+        nudge(session, StageName.RESOLVE)
         repository.mark_replayed(session, item)
         return "replayed", 0
     try:

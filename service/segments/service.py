@@ -22,20 +22,18 @@ from sqlalchemy.orm import Session
 from service.pipeline.isolation import isolated
 from service.pipeline.models import Stage
 from service.pipeline.service import set_aside
-from service.rules import EVALUATE_TASK
+from service.pipeline.stages import StageName, nudge
 from service.rules import repository as rules_repository
 from service.rules.engine import Engine
 from service.segments import repository
 from service.segments.definitions import CompiledSegments, window_bounds
 from service.segments.models import EVENT_SOURCE, SegmentRun
 from service.settings import get_settings
-from service.worker import nudge_after_commit
 
 log = structlog.get_logger(__name__)
 
 DEFINITION = "definition"  # `added_by` of a period a segment file opened
 ENTERED, LEFT = "Segment Entered", "Segment Left"
-ADVANCE_TASK = "service.segments.tasks.advance"
 
 
 @dataclass
@@ -148,7 +146,7 @@ def _announce(
             for p in periods
         ],
     )
-    nudge_after_commit(session, EVALUATE_TASK)
+    nudge(session, StageName.EVALUATE)
 
 
 # --- runs over every customer ------------------------------------------------------------------
@@ -178,7 +176,7 @@ def definitions_changed(
         total=repository.count_customers(session),
     )
     log.info("segments_backfill_started", run_id=run.id, segments=run.segments, total=run.total)
-    nudge_after_commit(session, ADVANCE_TASK)
+    nudge(session, StageName.SEGMENT_RUNS)
     return run
 
 
@@ -192,7 +190,7 @@ def start_refresh(session: Session, *, segments: Iterable[str]) -> SegmentRun | 
         session, kind="refresh", segments=names, total=repository.count_customers(session)
     )
     log.info("segments_refresh_started", run_id=run.id, total=run.total)
-    nudge_after_commit(session, ADVANCE_TASK)
+    nudge(session, StageName.SEGMENT_RUNS)
     return run
 
 
