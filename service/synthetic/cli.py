@@ -105,6 +105,12 @@ def _wait_ready(url: str, timeout: float) -> None:
     default=None,
     help="Where the ground truth goes (default: DATA_DIR/demo/truth-SEED.jsonl).",
 )
+@click.option(
+    "--bulk",
+    is_flag=True,
+    help="Write DAYS of history straight into the database with COPY, no service "
+    "needed, for benchmarks (docs/operations.md); no live traffic.",
+)
 def demo(
     customers: int,
     days: int,
@@ -119,6 +125,7 @@ def demo(
     concurrency: int,
     end_text: str | None,
     truth_path: Path | None,
+    bulk: bool,
 ) -> None:
     """Send a synthetic store's traffic to the running service: DAYS of history through
     the batch endpoints, then live shopping through the real intake, with the storefront
@@ -130,6 +137,20 @@ def demo(
         model = personas.load(personas_file)
     except RulesInvalid as exc:
         raise click.ClickException("\n".join(str(e) for e in exc.errors)) from None
+    if bulk:
+        from service.synthetic import bulk_cli
+
+        bulk_cli.run(
+            click.get_current_context(),
+            customers=customers,
+            days=days,
+            seed=seed,
+            personas_file=personas_file,
+            end_text=end_text,
+            truth_path=truth_path,
+            console=console,
+        )
+        return
     _wait_ready(url, timeout=60)
     ingest, storefront = _keys()
     settings = get_settings()
