@@ -55,11 +55,11 @@ from typing import Any
 import zen
 from durable import engine as durable
 
+from service.language.engine import TRIGGER_KEY, CompiledRuleset, Engine, _Compiler, _Host, project
+from service.language.facts import Profile, TriggerEvent, lookup
+from service.language.loader import load_directory
+from service.language.schema import CountSpec
 from service.rules import evaluator
-from service.rules.engine import TRIGGER_KEY, CompiledRuleset, Engine, _Compiler, _Host, project
-from service.rules.facts import Profile, TriggerEvent, lookup
-from service.rules.loader import load_directory
-from service.rules.schema import CountSpec
 
 EVALS = int(os.environ.get("BENCH_EVALS", "50000"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "5000"))

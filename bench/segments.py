@@ -249,7 +249,7 @@ PARTS = [
     ("service.rules.repository", "profiles", "profiles (select)"),
     ("service.segments.repository", "window_counts", "window counts (events)"),
     ("service.segments.repository", "open_memberships", "open memberships (select)"),
-    ("service.rules.facts", "Profile.facts", "profile facts (Python)"),
+    ("service.language.facts", "Profile.facts", "profile facts (Python)"),
     ("service.segments.definitions", "CompiledSegments.match", "match (durable-rules)"),
     ("service.segments.repository", "enter", "write: periods opened"),
     ("service.segments.repository", "leave", "write: periods closed"),

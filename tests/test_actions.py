@@ -17,9 +17,9 @@ from service.actions import channels, tasks
 from service.actions import service as actions
 from service.actions.models import Action, ActionAttempt, InboxItem
 from service.auth.service import Scope
+from service.language import templates
+from service.language.loader import load_directory
 from service.rules import service as rules
-from service.rules import templates
-from service.rules.loader import load_directory
 from service.segments.models import SegmentMembership
 from service.settings import Destination, get_settings
 from tests.sinks import HttpSink, http_sink, smtp_server

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from service.rules import loader
-from service.rules.engine import Engine
+from service.language import loader
+from service.language.engine import Engine
+from service.language.loader import RulesInvalid, load_source
+from service.language.schema import json_schema
 from service.rules.evaluator import actions_of
-from service.rules.loader import RulesInvalid, load_source
-from service.rules.schema import json_schema
 from service.rules.testing import run_file
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from service.auth.service import Scope
 from service.cli import main
-from service.rules import loader
+from service.language import loader
 from service.rules import service as rules
 from service.settings import get_settings
 from tests import support

@@ -349,8 +349,8 @@ def test_reloading_unchanged_bad_files_is_still_rejected(
 def test_simulate_replays_stored_events_and_writes_nothing(
     client: TestClient, session: Session, keys, active: int, rules_dir: Path
 ) -> None:
+    from service.language.loader import load_directory
     from service.rules import simulate
-    from service.rules.loader import load_directory
 
     order = track("Order Completed", user="sim1", order_id="o1", timestamp=at(-timedelta(hours=3)))
     send(client, keys, consent("sim1"), order, add_to_cart("sim1", when=-timedelta(hours=2)))

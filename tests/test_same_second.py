@@ -17,9 +17,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from service.language.engine import Engine
+from service.language.loader import load_source
 from service.rules import service as rules
-from service.rules.engine import Engine
-from service.rules.loader import load_source
 from service.rules.testing import run_file
 from service.settings import get_settings
 from tests import webhooks as send

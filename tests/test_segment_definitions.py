@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from service.rules.engine import Engine
-from service.rules.loader import RulesInvalid, load_all, load_segment_source
+from service.language.engine import Engine
+from service.language.loader import RulesInvalid, load_all, load_segment_source
 from service.segments.definitions import compile_segments, run_tests
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,9 +15,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from service.auth.service import Scope
+from service.language.facts import stored_filter
 from service.rules import repository as rules_repository
 from service.rules import service as rules
-from service.rules.facts import stored_filter
 from service.segments import repository, service
 from service.segments.definitions import counts_from, window_bounds
 from service.settings import get_settings

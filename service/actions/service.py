@@ -24,9 +24,9 @@ from service import crypto
 from service.actions import channels, policy, repository
 from service.actions.models import Action
 from service.db import advisory_xact_locks
+from service.language import templates
+from service.language.schema import parse_duration
 from service.pipeline.stages import StageName, nudge
-from service.rules import templates
-from service.rules.schema import parse_duration
 from service.segments import service as segments
 from service.settings import Destination, Settings, get_settings
 from service.worker import send_after_commit

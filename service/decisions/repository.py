@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from service.rules.facts import Profile
+from service.language.facts import Profile
 from service.rules.repository import profile_from_row
 
 

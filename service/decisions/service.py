@@ -15,10 +15,10 @@ from datetime import datetime
 from typing import Any
 
 from service.decisions.repository import InboxEntry
-from service.rules.engine import CompiledRule, CompiledRuleset, Engine
+from service.language.engine import CompiledRule, CompiledRuleset, Engine
+from service.language.facts import Profile
+from service.language.schema import PlacementDefault, placement_key
 from service.rules.evaluator import actions_of, facts_used
-from service.rules.facts import Profile
-from service.rules.schema import PlacementDefault, placement_key
 
 MARKETING = "marketing"
 

@@ -26,7 +26,7 @@ def _dir(directory: Path | None) -> Path:
 
 def _load(directory: Path) -> tuple[list, list]:  # type: ignore[type-arg]
     """The rule files and the segment files, or exit 1 with every error."""
-    from service.rules.loader import RulesInvalid, load_all
+    from service.language.loader import RulesInvalid, load_all
 
     try:
         return load_all(directory)
@@ -57,8 +57,8 @@ def validate(directory: Path | None) -> None:
 def run_tests(directory: Path | None) -> None:
     """Run the tests written in the rule and segment files (fake clock; exit 1 on any
     failure)."""
-    from service.rules.engine import Engine
-    from service.rules.loader import LoadedSegment
+    from service.language.engine import Engine
+    from service.language.loader import LoadedSegment
     from service.rules.testing import run_file
     from service.segments.definitions import run_tests as run_segment_file
 
@@ -192,7 +192,7 @@ def schema(output: Path | None) -> None:
     """Print the rule files' JSON Schema (rules/schema.json is this output)."""
     import json
 
-    from service.rules.schema import json_schema
+    from service.language.schema import json_schema
 
     text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
     if output:

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from service.rules.engine import CompiledRule, CompiledRuleset, Engine, Window
-from service.rules.facts import TriggerEvent, lookup, render, same_values
-from service.rules.schema import AbsentSpec, CountSpec, action_kind, parse_duration
+from service.language.engine import CompiledRule, CompiledRuleset, Engine, Window
+from service.language.facts import TriggerEvent, lookup, render, same_values
+from service.language.schema import AbsentSpec, CountSpec, action_kind, parse_duration
 
 Status = Literal["fired", "scheduled", "suppressed", "cancelled"]
 

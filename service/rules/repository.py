@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from service.db import advisory_xact_locks, json_document
 from service.events.models import Event
-from service.rules.facts import Profile, stored_filter, trigger_name
+from service.language.facts import Profile, stored_filter, trigger_name
 from service.rules.models import SET_ASIDE, RuleDeployment, RuleFiring, RulesetVersion
 from service.segments.models import EVENT_SOURCE
 

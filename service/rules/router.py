@@ -11,9 +11,10 @@ from service.auth.models import ApiKey
 from service.auth.service import Scope
 from service.db import DbSession
 from service.errors import ProblemError, problem_response, problem_responses
+from service.language import loader
 from service.params import id_cursor
 from service.profiles import service as profiles
-from service.rules import loader, repository, service
+from service.rules import repository, service
 from service.rules.models import RuleDeployment
 from service.rules.schemas import (
     DeploymentOut,

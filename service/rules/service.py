@@ -21,14 +21,15 @@ from sqlalchemy.orm import Session
 
 from service.actions import service as actions
 from service.events.models import Event
+from service.language import loader
+from service.language.engine import CompiledRuleset, Engine
+from service.language.facts import Profile, TriggerEvent
+from service.language.loader import SEGMENT_PREFIX, LoadedRuleset, LoadedSegment, RulesInvalid
 from service.pipeline.isolation import isolated
 from service.pipeline.models import SetAside, Stage
 from service.pipeline.service import register_replay, set_aside
-from service.rules import evaluator, loader, repository
-from service.rules.engine import CompiledRuleset, Engine
+from service.rules import evaluator, repository
 from service.rules.evaluator import Outcome
-from service.rules.facts import Profile, TriggerEvent
-from service.rules.loader import SEGMENT_PREFIX, LoadedRuleset, LoadedSegment, RulesInvalid
 from service.rules.models import SET_ASIDE, RuleDeployment, RuleFiring
 from service.segments import service as segments
 from service.segments.definitions import CompiledSegments, compile_segments

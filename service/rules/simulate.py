@@ -19,9 +19,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.events.models import Event
+from service.language.engine import CompiledRuleset, Engine
+from service.language.facts import Profile
 from service.rules import evaluator, repository
-from service.rules.engine import CompiledRuleset, Engine
-from service.rules.facts import Profile
 from service.rules.service import trigger_of
 from service.settings import get_settings
 

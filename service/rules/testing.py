@@ -13,17 +13,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from service.rules import evaluator
-from service.rules.engine import CompiledRuleset, Engine
-from service.rules.facts import (
+from service.language.engine import CompiledRuleset, Engine
+from service.language.facts import (
     PROFILE_FACTS,
     TriggerEvent,
     matches_same,
     stored_filter,
     trigger_name,
 )
-from service.rules.loader import LoadedRuleset
-from service.rules.schema import (
+from service.language.loader import LoadedRuleset
+from service.language.schema import (
     RuleTest,
     TestDecision,
     TestProfile,
@@ -31,6 +30,7 @@ from service.rules.schema import (
     parse_duration,
     placement_key,
 )
+from service.rules import evaluator
 
 START = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)  # a Monday morning; any fixed instant would do
 CUSTOMER = uuid.UUID(int=1)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from service.rules.engine import CompiledRuleset, Engine, Window
-from service.rules.facts import stored_filter
-from service.rules.loader import LoadedRuleset, LoadedSegment
-from service.rules.schema import (
+from service.language.engine import CompiledRuleset, Engine, Window
+from service.language.facts import stored_filter
+from service.language.loader import LoadedRuleset, LoadedSegment
+from service.language.schema import (
     AbsentSpec,
     Rule,
     RuleFile,

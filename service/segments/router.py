@@ -15,9 +15,9 @@ from service.auth.models import ApiKey
 from service.auth.service import Scope
 from service.db import DbSession
 from service.errors import ProblemError, problem_responses
+from service.language.schema import IDENTIFIER
 from service.params import row_id
 from service.profiles import service as profiles
-from service.rules.schema import IDENTIFIER
 from service.rules.service import RUNTIME
 from service.segments import repository, service
 from service.segments.models import SegmentRun

@@ -19,12 +19,12 @@ from typing import Any, Protocol
 import structlog
 from sqlalchemy.orm import Session
 
+from service.language.engine import Engine
 from service.pipeline.isolation import isolated
 from service.pipeline.models import Stage
 from service.pipeline.service import set_aside
 from service.pipeline.stages import StageName, nudge
 from service.rules import repository as rules_repository
-from service.rules.engine import Engine
 from service.segments import repository
 from service.segments.definitions import CompiledSegments, window_bounds
 from service.segments.models import EVENT_SOURCE, SegmentRun

@@ -17,8 +17,8 @@ from pydantic import BaseModel, ValidationError
 from yaml.reader import ReaderError
 
 from service.events.canonical import ECOMMERCE_EVENTS
-from service.rules import facts, templates, yamlcheck
-from service.rules.schema import (
+from service.language import facts, templates, yamlcheck
+from service.language.schema import (
     OPERATORS,
     AbsentCondition,
     AbsentSpec,

@@ -27,9 +27,9 @@ import orjson
 from durable import engine as durable
 from pydantic import BaseModel
 
-from service.rules.facts import lookup
-from service.rules.loader import LoadedRuleset
-from service.rules.schema import (
+from service.language.facts import lookup
+from service.language.loader import LoadedRuleset
+from service.language.schema import (
     AbsentCondition,
     AbsentSpec,
     AllCondition,
