@@ -24,9 +24,9 @@ log = structlog.get_logger("service.cli")
 
 
 def _database() -> str:
-    from service.embedded import ensure_database_url
+    from service.embedded import database
 
-    return ensure_database_url(get_settings().data_dir)
+    return database()
 
 
 def _configure_logging() -> None:

@@ -83,3 +83,9 @@ def _ensure_local_keys(data_dir: Path) -> None:
     # Local signing secrets, so that `personalize demo` can sign the platforms' webhooks
     # for the embedded default with no setup. A deployment sets WEBHOOK_SECRETS.
     os.environ.setdefault("WEBHOOK_SECRETS", json.dumps(keys["webhook_secrets"]))
+
+
+def database() -> str:
+    """The database URL every command uses: DATABASE_URL, else the embedded server
+    under DATA_DIR (started if need be)."""
+    return ensure_database_url(get_settings().data_dir)

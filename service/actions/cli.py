@@ -9,10 +9,9 @@ import click
 
 
 def _database() -> None:
-    from service.embedded import ensure_database_url
-    from service.settings import get_settings
+    from service.embedded import database
 
-    ensure_database_url(get_settings().data_dir)
+    database()
 
 
 @click.group()

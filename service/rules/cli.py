@@ -93,8 +93,8 @@ def _when(value: str) -> datetime:
 def simulate(directory: Path | None, since: str, until: str | None) -> None:
     """Replay stored events through these files and the active version, with no side
     effects, and print how many customers each rule would have acted for."""
-    from service.cli import _database
     from service.db import transaction
+    from service.embedded import database as _database
     from service.rules import simulate as sim
     from service.rules.service import RUNTIME
 
@@ -118,8 +118,8 @@ def simulate(directory: Path | None, since: str, until: str | None) -> None:
 @DIR_OPTION
 def reload(directory: Path | None) -> None:
     """Activate the rule files now (all valid, or nothing changes)."""
-    from service.cli import _database
     from service.db import transaction
+    from service.embedded import database as _database
     from service.rules import service
 
     _database()
@@ -136,8 +136,8 @@ def reload(directory: Path | None) -> None:
 @click.option("--version", "version_id", type=int, default=None, help="Ruleset version id.")
 def rollback(deployment_id: int | None, version_id: int | None) -> None:
     """Activate an earlier deployment, or one earlier ruleset version."""
-    from service.cli import _database
     from service.db import transaction
+    from service.embedded import database as _database
     from service.rules import service
 
     if (deployment_id is None) == (version_id is None):
@@ -161,8 +161,8 @@ def status() -> None:
     """The active deployment, its rulesets, and the newest attempt's errors. Exits 0
     when rules are active and the newest attempt is the active one, 1 when the newest
     attempt was rejected (the rules before it still run), 3 when no rules are active."""
-    from service.cli import _database
     from service.db import transaction
+    from service.embedded import database as _database
     from service.rules import repository
 
     _database()

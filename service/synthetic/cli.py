@@ -27,7 +27,7 @@ def _keys() -> tuple[str, str]:
     """An ingest and a storefront key for the demo, made in the service's database."""
     from service import db
     from service.auth.service import Scope, create_key
-    from service.cli import _database
+    from service.embedded import database as _database
 
     _database()
     with db.transaction() as session:
