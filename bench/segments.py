@@ -245,7 +245,7 @@ class Pass:
 PARTS = [
     ("service.segments.repository", "claim_run", "claim the run"),
     ("service.segments.repository", "customers_after", "next customers (by id)"),
-    ("service.rules.repository", "lock_customers", "customer locks (advisory)"),
+    ("service.profiles.facts", "lock_for_evaluation", "customer locks (advisory)"),
     ("service.rules.repository", "profiles", "profiles (select)"),
     ("service.segments.repository", "window_counts", "window counts (events)"),
     ("service.segments.repository", "open_memberships", "open memberships (select)"),

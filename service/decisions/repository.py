@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from service.language.facts import Profile
-from service.rules.repository import profile_from_row
+from service.profiles.facts import profile_from_row
 
 
 def open_pool(*, url: str, budget_ms: int, size: int) -> AsyncConnectionPool[AsyncConnection[Any]]:

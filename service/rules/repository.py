@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from service.db import advisory_xact_locks, json_document
 from service.events.models import Event
-from service.language.facts import Profile, stored_filter, trigger_name
+from service.language.facts import stored_filter, trigger_name
 from service.rules.models import SET_ASIDE, RuleDeployment, RuleFiring, RulesetVersion
 from service.segments.models import EVENT_SOURCE
 
@@ -178,54 +178,6 @@ def unmark_evaluated(session: Session, event_id: int) -> None:
 
 def get_event(session: Session, event_id: int) -> Event | None:
     return session.get(Event, event_id)
-
-
-def lock_customers(session: Session, customers: Iterable[uuid.UUID]) -> None:
-    """Limits are read then written: one evaluation per customer at a time."""
-    advisory_xact_locks(session, (f"rules:{c}" for c in customers))
-
-
-# --- facts -----------------------------------------------------------------------------------
-
-
-def profiles(
-    session: Session, customers: Iterable[uuid.UUID], *, currency: str
-) -> dict[uuid.UUID, Profile]:
-    rows = session.execute(
-        text(
-            "SELECT c.id, c.orders_count, c.first_order_at, c.last_order_at, c.last_seen_at, "
-            "c.rfm_recency, c.rfm_frequency, c.rfm_monetary, c.traits, "
-            "coalesce(s.total_spent, 0) AS total_spent, "
-            "coalesce((SELECT array_agg(m.segment ORDER BY m.segment) "
-            "          FROM segment_memberships AS m "
-            "          WHERE m.customer_id = c.id AND m.exited_at IS NULL), '{}') AS segments "
-            "FROM customers AS c LEFT JOIN customer_spend AS s "
-            "  ON s.customer_id = c.id AND s.currency = :currency "
-            "WHERE c.id = ANY(CAST(:ids AS uuid[]))"
-        ),
-        {"ids": [str(c) for c in set(customers)], "currency": currency},
-    )
-    return {row.id: profile_from_row(row) for row in rows}
-
-
-def profile_from_row(row: Any) -> Profile:
-    """A profile from a row with the columns `profiles` selects."""
-    traits = dict(row.traits or {})
-    consent = traits.get("consent")
-    return Profile(
-        customer_id=row.id,
-        orders_count=row.orders_count,
-        total_spent=row.total_spent,
-        first_order_at=row.first_order_at,
-        last_order_at=row.last_order_at,
-        last_seen_at=row.last_seen_at,
-        rfm=(row.rfm_recency, row.rfm_frequency, row.rfm_monetary),
-        traits=traits,
-        segments=tuple(row.segments),
-        consent={k: v for k, v in consent.items() if isinstance(v, bool)}
-        if isinstance(consent, dict)
-        else {},
-    )
 
 
 # Events with the trigger's value for each `same` key (given as one JSON object), in

@@ -28,6 +28,7 @@ from service.language.loader import SEGMENT_PREFIX, LoadedRuleset, LoadedSegment
 from service.pipeline.isolation import isolated
 from service.pipeline.models import SetAside, Stage
 from service.pipeline.service import register_replay, set_aside
+from service.profiles import facts as profile_facts
 from service.rules import evaluator, repository
 from service.rules.evaluator import Outcome
 from service.rules.models import SET_ASIDE, RuleDeployment, RuleFiring
@@ -293,7 +294,7 @@ def evaluate_pending(session: Session, *, limit: int = 500, now: datetime | None
     settings = get_settings()
     # The active rules are read once the customers are locked: a deployment committed
     # before the locks is seen; one committed after waits for them in its backfill.
-    repository.lock_customers(session, {e.customer_id for e in events if e.customer_id})
+    profile_facts.lock_for_evaluation(session, {e.customer_id for e in events if e.customer_id})
     active = RUNTIME.active(session)
     if active.deployment_id is None:
         reload(session, directory=settings.rules_dir, origin="startup")
@@ -350,7 +351,7 @@ def _update_segments(
 
 def _evaluate(session: Session, active: Active, events: Sequence[Event], *, now: datetime) -> None:
     settings = get_settings()
-    profiles = repository.profiles(
+    profiles = profile_facts.read(
         session, {e.customer_id for e in events if e.customer_id}, currency=settings.shop_currency
     )
     store = repository.PgStore(session)
@@ -444,10 +445,10 @@ def run_due(session: Session, *, limit: int = 500, now: datetime | None = None) 
     if not due:
         return 0
     active = RUNTIME.active(session)
-    repository.lock_customers(session, {f.customer_id for f in due})
+    profile_facts.lock_for_evaluation(session, {f.customer_id for f in due})
 
     def decide_all(batch: Sequence[RuleFiring]) -> None:
-        profiles = repository.profiles(
+        profiles = profile_facts.read(
             session, {f.customer_id for f in batch}, currency=get_settings().shop_currency
         )
         store = repository.PgStore(session)
@@ -531,7 +532,7 @@ def _replay_evaluation(session: Session, row: SetAside) -> None:
 def _replay_segments(session: Session, row: SetAside) -> None:
     """The customer's segments are recomputed now; still failing, the replay fails."""
     assert row.customer_id is not None
-    repository.lock_customers(session, {row.customer_id})
+    profile_facts.lock_for_evaluation(session, {row.customer_id})
     active = RUNTIME.active(session)
     if active.segments is None:
         return

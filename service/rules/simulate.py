@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from service.events.models import Event
 from service.language.engine import CompiledRuleset, Engine
 from service.language.facts import Profile
+from service.profiles import facts as profile_facts
 from service.rules import evaluator, repository
 from service.rules.service import trigger_of
 from service.settings import get_settings
@@ -83,7 +84,7 @@ def replay(
 
     def profile_of(customer: uuid.UUID) -> Profile:
         if customer not in profiles:
-            found = repository.profiles(session, [customer], currency=settings.shop_currency)
+            found = profile_facts.read(session, [customer], currency=settings.shop_currency)
             profiles[customer] = found.get(customer) or Profile(customer_id=customer)
         return profiles[customer]
 

@@ -10,29 +10,27 @@ from __future__ import annotations
 import itertools
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from service.language.engine import CompiledRuleset, Engine
 from service.language.facts import (
-    PROFILE_FACTS,
     TriggerEvent,
     matches_same,
     stored_filter,
     trigger_name,
 )
+from service.language.given import START, GivenProfile
 from service.language.loader import LoadedRuleset
 from service.language.schema import (
     RuleTest,
     TestDecision,
-    TestProfile,
     action_kind,
     parse_duration,
     placement_key,
 )
 from service.rules import evaluator
 
-START = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)  # a Monday morning; any fixed instant would do
 CUSTOMER = uuid.UUID(int=1)
 
 
@@ -101,24 +99,6 @@ class MemoryStore:
             at for i, (g, at) in self.acted.items() if g == group and at >= since and i != exclude
         ]
         return max(times, default=None)
-
-
-@dataclass(frozen=True)
-class GivenProfile:
-    """A test's profile, as the facts rules and segments see."""
-
-    profile: TestProfile
-
-    def facts(self, *, now: datetime, consent_defaults: dict[str, bool]) -> dict[str, Any]:
-        given = self.profile.model_dump(exclude={"traits", "segments", "consent"})
-        return {
-            **dict.fromkeys(PROFILE_FACTS),
-            "orders_count": 0,
-            **given,
-            "segments": self.profile.segments,
-            "consent": {**consent_defaults, **self.profile.consent},
-            "traits": self.profile.traits,
-        }
 
 
 @dataclass

@@ -17,6 +17,7 @@ from typing import Any
 
 from service.language.engine import CompiledRuleset, Engine, Window
 from service.language.facts import stored_filter
+from service.language.given import START, GivenProfile
 from service.language.loader import LoadedRuleset, LoadedSegment
 from service.language.schema import (
     AbsentSpec,
@@ -29,7 +30,6 @@ from service.language.schema import (
     Trigger,
     parse_duration,
 )
-from service.rules.testing import START, GivenProfile
 
 TRIGGER = "Segment Check"  # what a segment's rule matches on; no event has this name
 

@@ -24,7 +24,7 @@ from service.pipeline.isolation import isolated
 from service.pipeline.models import Stage
 from service.pipeline.service import set_aside
 from service.pipeline.stages import StageName, nudge
-from service.rules import repository as rules_repository
+from service.profiles import facts as profile_facts
 from service.segments import repository
 from service.segments.definitions import CompiledSegments, window_bounds
 from service.segments.models import EVENT_SOURCE, SegmentRun
@@ -61,7 +61,7 @@ def update(
     if not wanted or not scope:
         return Changed()
     settings = get_settings()
-    profiles = rules_repository.profiles(session, wanted, currency=settings.shop_currency)
+    profiles = profile_facts.read(session, wanted, currency=settings.shop_currency)
     bounds = window_bounds(compiled.windows, now=now)
     counts = repository.window_counts(session, wanted, bounds) if bounds else {}
     current = repository.open_memberships(session, wanted, scope)
@@ -222,7 +222,7 @@ def advance(
     if run is None:
         return None
     customers = repository.customers_after(session, run.cursor, limit=batch)
-    rules_repository.lock_customers(session, customers)
+    profile_facts.lock_for_evaluation(session, customers)
     active = definitions(session)
     now = now or datetime.now(UTC)
     changed = Changed()
