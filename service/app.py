@@ -28,6 +28,7 @@ from service.events.tracking import router as tracking_router
 from service.events.webhooks import router as webhooks_router
 from service.events.writer import DeliveryWriter
 from service.health.router import router as health_router
+from service.http_limits import BodyGate
 from service.logging import RequestLogMiddleware, configure
 from service.pipeline.router import router as pipeline_router
 from service.profiles.router import router as profiles_router
@@ -93,6 +94,9 @@ def create_app() -> FastAPI:
     errors.install(app)
     if settings.decision_fast_path:
         app.add_middleware(FastPath)  # inside the request log: logged like every request
+    # Before the fast path and the routes: a body is read only with a valid key, and
+    # no further than its route's limit.
+    app.add_middleware(BodyGate)
     app.add_middleware(RequestLogMiddleware)
     if settings.cors_allowed_origins:
         app.add_middleware(
@@ -125,6 +129,7 @@ def create_app() -> FastAPI:
             )
             errors.add_problem_schemas(schema)
             errors.validation_errors_as_problems(schema)
+            errors.document_limits(schema)
             add_schemas(schema, EventsBatch, ApiEvent)
             app.openapi_schema = schema
         return app.openapi_schema

@@ -201,6 +201,19 @@ def add_problem_schemas(openapi: dict[str, Any]) -> None:
     components["Problem"] = schema
 
 
+def document_limits(openapi: dict[str, Any]) -> None:
+    """Document what any operation may answer before its route runs: 413 for a body
+    over its limit (service/http_limits.py), and 503 while the database cannot be
+    reached (every /v1 operation but the decisions, which degrade instead)."""
+    for path, operations in openapi.get("paths", {}).items():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            if "requestBody" in operation:
+                responses.setdefault("413", problem_responses(413)[413])
+            if path.startswith("/v1/") and path != "/v1/decisions":
+                responses.setdefault("503", problem_responses(503)[503])
+
+
 def validation_errors_as_problems(openapi: dict[str, Any]) -> None:
     """Document the framework's automatic 422s as what they are: problem documents."""
     for operations in openapi.get("paths", {}).values():

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     api_workers: int = Field(default=1, ge=1)
+    # The largest request body of a route without a limit of its own (events, webhooks
+    # and decisions have theirs).
+    http_max_body_bytes: int = Field(default=65_536, ge=1024)
 
     # Logs
     log_level: Literal["debug", "info", "warning", "error"] = "info"

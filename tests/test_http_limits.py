@@ -4,10 +4,25 @@ route while they stream."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import psutil
 import pytest
 from fastapi.testclient import TestClient
+from httpx import Response
+from sqlalchemy.engine import Connection
 
+from service.app import create_app
 from service.auth.service import Scope
+from tests import support
 
 PROBLEM = "application/problem+json"
 BEYOND_64_BITS = str(2**64 + 7)
@@ -61,3 +76,221 @@ def test_every_integer_parameter_is_bounded(client: TestClient) -> None:
                     ):
                         unbounded.append(f"{method.upper()} {path} {parameter['name']}")
     assert unbounded == []
+
+
+# --- bodies: the key before the body, and a cap while it streams -----------------
+
+MB = 1 << 20
+
+
+class Upload:
+    """An ASGI request whose body is made as it is read, counting what the app read."""
+
+    def __init__(self, size: int, *, declare: bool = True, chunk: int = 64 * 1024) -> None:
+        self.size = size
+        self.declare = declare
+        self.chunk = chunk
+        self.read = 0
+        self.messages: list[dict[str, Any]] = []
+
+    async def receive(self) -> dict[str, Any]:
+        if self.read >= self.size:
+            await anyio.sleep_forever()  # the client waits for the answer
+        take = min(self.chunk, self.size - self.read)
+        self.read += take
+        return {"type": "http.request", "body": b" " * take, "more_body": self.read < self.size}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+
+    def call(self, app: Any, method: str, path: str, headers: dict[str, str]) -> Response:
+        raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        raw.append((b"content-type", b"application/json"))
+        if self.declare:
+            raw.append((b"content-length", str(self.size).encode()))
+        else:
+            raw.append((b"transfer-encoding", b"chunked"))
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": raw,
+            "client": ("127.0.0.1", 5000),
+            "server": ("127.0.0.1", 8000),
+            "app": app,
+        }
+
+        async def run() -> None:
+            with anyio.fail_after(30):
+                await app(scope, self.receive, self.send)
+
+        anyio.run(run)
+        start = next(m for m in self.messages if m["type"] == "http.response.start")
+        body = b"".join(
+            m.get("body", b"") for m in self.messages if m["type"] == "http.response.body"
+        )
+        return Response(start["status"], headers=start["headers"], content=body)
+
+
+@pytest.fixture
+def app(connection: Connection) -> Any:
+    """The app without its lifespan: nothing here reaches a route that needs it."""
+    return create_app()
+
+
+GUARDED = [
+    ("POST", "/v1/rules/rollback"),
+    ("PUT", "/v1/profiles/x/consent"),
+    ("POST", "/v1/events"),
+]
+
+
+@pytest.mark.parametrize("declare", [True, False], ids=["content-length", "chunked"])
+@pytest.mark.parametrize(("method", "path"), GUARDED)
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer pk_unknown_key"}], ids=["no key", "unknown key"]
+)
+def test_a_body_without_a_valid_key_is_refused_before_it_is_read(
+    app: Any, method: str, path: str, headers: dict[str, str], declare: bool
+) -> None:
+    upload = Upload(20 * MB, declare=declare)
+    response = upload.call(app, method, path, headers)
+    assert response.status_code == 401, response.text
+    assert response.headers["content-type"] == PROBLEM
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert upload.read == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "scope", "limit"),
+    [
+        ("POST", "/v1/rules/rollback", Scope.MARKETER, 64 * 1024),
+        ("PUT", "/v1/profiles/x/consent", Scope.INGEST, 64 * 1024),
+        ("POST", "/v1/events", Scope.INGEST, 512_000),
+        ("POST", "/v1/webhooks/shopify", None, 1_048_576),
+        ("POST", "/v1/batch", None, 512_000),
+        ("POST", "/v1/decisions", Scope.STOREFRONT, 64 * 1024),
+    ],
+)
+@pytest.mark.parametrize("declare", [True, False], ids=["content-length", "chunked"])
+def test_a_body_over_its_routes_limit_is_a_413_read_no_further(
+    app: Any, api_key, method: str, path: str, scope: Scope | None, limit: int, declare: bool
+) -> None:
+    headers = api_key(scope) if scope else {}
+    upload = Upload(20 * MB, declare=declare)
+    response = upload.call(app, method, path, headers)
+    assert response.status_code == 413, response.text
+    assert response.headers["content-type"] == PROBLEM
+    assert str(limit) in response.json()["detail"]
+    # A declared length over the limit is refused unread; a streamed body is read up
+    # to the limit and one chunk, no further.
+    assert upload.read == (0 if declare else limit - limit % upload.chunk + upload.chunk)
+
+
+@pytest.mark.parametrize(
+    ("path", "scope", "limit"),
+    [("/v1/events", Scope.INGEST, 512_000), ("/v1/rules/rollback", Scope.MARKETER, 64 * 1024)],
+)
+def test_a_body_at_its_routes_limit_reaches_the_route(
+    client: TestClient, api_key, path: str, scope: Scope, limit: int
+) -> None:
+    body = b'{"deployment_id": 1}'.ljust(limit)
+    response = client.post(path, content=body, headers=api_key(scope))
+    assert response.status_code not in (401, 413), response.text
+
+
+# --- the same, measured on the API as a process ------------------------------------
+
+
+@dataclass
+class Api:
+    base: str
+    process: psutil.Process
+    key: dict[str, str]
+    log: Path
+
+    def rss(self) -> int:
+        return int(self.process.memory_info().rss)
+
+
+@pytest.fixture(scope="module")
+def api(make_database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    url = make_database("limits")
+    tmp = tmp_path_factory.mktemp("limits")
+    env = {k: v for k, v in os.environ.items() if k not in ("BROKER_URL", "DATABASE_URL")}
+    env.update(DATABASE_URL=url, DATA_DIR=str(tmp / "data"), RULES_WATCH="false")
+    key = support.cli_key(env, "admin", name="limits")
+    port = support.free_port()
+    env.update(PORT=str(port))
+    log = tmp / "api.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "api"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        support.wait_for(lambda: _up(base), timeout=60)
+        yield Api(base, psutil.Process(server.pid), key, log)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _up(base: str) -> bool | None:
+    try:
+        return httpx.get(f"{base}/healthz", timeout=2).status_code == 200 or None
+    except httpx.HTTPError:
+        return None
+
+
+def _stream(size: int, chunk: int = MB) -> Iterator[bytes]:
+    """A JSON document of `size` bytes, made as it is sent."""
+    yield b'{"marketing": "'
+    sent = 15
+    while sent < size - 2:
+        part = min(chunk, size - 2 - sent)
+        yield b"x" * part
+        sent += part
+    yield b'"}'
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/v1/rules/rollback"), ("PUT", "/v1/profiles/x/consent")]
+)
+@pytest.mark.parametrize("declare", [True, False], ids=["content-length", "chunked"])
+def test_an_unauthenticated_100_mb_body_costs_the_api_no_memory(
+    api: Api, method: str, path: str, declare: bool
+) -> None:
+    size = 100 * MB
+    headers = {"Content-Type": "application/json"}
+    if declare:
+        headers["Content-Length"] = str(size)
+    with httpx.Client(base_url=api.base, timeout=60) as client:
+        client.request(method, path, headers=api.key, json={"marketing": True})  # warm
+        before = api.rss()
+        response = client.request(method, path, headers=headers, content=_stream(size))
+        after = api.rss()
+        authorised = client.request(
+            method, path, headers={**headers, **api.key}, content=_stream(size)
+        )
+        after_authorised = api.rss()
+    print(
+        f"{method} {path}: RSS {before / MB:.1f} MB, +{(after - before) / MB:.1f} MB "
+        f"after the 401, +{(after_authorised - before) / MB:.1f} MB after the 413"
+    )
+    assert after - before < 10 * MB
+    assert response.status_code == 401, response.text
+    assert after_authorised - before < 10 * MB
+    assert authorised.status_code == 413, authorised.text
+    assert authorised.headers["content-type"] == PROBLEM
