@@ -38,7 +38,9 @@ from service import db, errors
 from service.auth.service import Scope, create_key
 from service.events import signatures
 from service.logging import configure
+from service.worker import get_celery
 from tests import support
+from tests.conftest import clear_caches
 from tests.webhooks import fixture
 
 SHOPIFY_SECRET = "shpss_fault_test"
@@ -449,3 +451,29 @@ def test_after_a_restart_while_idle_not_one_request_fails(api: Api, database: Da
     failed = [(o.kind, o.status, o.error) for o in load.outcomes if o.status != 200]
     assert failed == [], api.log.read_text()[-3000:]
     assert _missing(api, load.outcomes)[0] == []
+
+
+# --- readiness: a broker that does not answer -----------------------------------------
+
+
+def test_readyz_names_the_default_broker_when_its_tables_do_not_answer(
+    client: TestClient, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default broker is kombu's tables in PostgreSQL: locked (as by a migration or
+    a stuck transaction), nothing can be sent or taken, and readiness must say so,
+    within its time limit."""
+    monkeypatch.setenv("READINESS_TIMEOUT_S", "1")
+    clear_caches()
+    with get_celery().connection_for_write() as broker:
+        broker.default_channel.session.close()  # kombu creates its tables on first use
+    assert client.get("/readyz").json()["checks"]["broker"] == "ok"
+    with psycopg.connect(support.libpq_url(database_url)) as locker:
+        locker.execute("LOCK TABLE kombu_message IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        response = client.get("/readyz")
+        seconds = time.monotonic() - started
+        locker.rollback()
+    assert response.status_code == 503, response.text
+    assert response.json()["checks"] == {"database": "ok", "broker": "timeout"}
+    assert seconds < 3, seconds
+    assert client.get("/readyz").status_code == 200
