@@ -296,7 +296,7 @@ def drive() -> Pass:
     """Advance the running run a committed batch at a time until it is done, as the
     worker's task does, timing each part of a batch."""
     from service import db
-    from service.rules.service import RUNTIME
+    from service.rules.deployments import RUNTIME
     from service.segments import service
 
     batch = batch_size()
@@ -322,17 +322,17 @@ def drive() -> Pass:
 
 def in_process(libpq: str, figures: dict[str, Any]) -> None:
     from service import db
-    from service.rules import service as rules
+    from service.rules import deployments
     from service.segments import repository as segment_runs
 
     started = time.perf_counter()
     with db.transaction() as session:
-        outcome = rules.reload(session, directory=RULES, origin="cli")
+        outcome = deployments.reload(session, directory=RULES, origin="cli")
         running = segment_runs.running(session, kind="backfill")
     if outcome.status != "active" or not running:
         raise SystemExit(f"rules not activated ({outcome}), or no backfill started")
     with db.transaction() as session:
-        active = rules.RUNTIME.active(session)  # compiled once, before the timing
+        active = deployments.RUNTIME.active(session)  # compiled once, before the timing
     assert active.segments is not None
     print(
         f"rules and {len(active.segments.segments)} segments activated in "
@@ -612,7 +612,7 @@ def refresh_until(libpq: str, stop: threading.Event, seconds: list[float]) -> No
 
 def start_refresh() -> int:
     from service import db
-    from service.rules.service import RUNTIME
+    from service.rules.deployments import RUNTIME
     from service.segments import service
 
     with db.transaction() as session:

@@ -30,6 +30,7 @@ from service.events import service as events
 from service.health import repository as health
 from service.pipeline.stages import Due, Periodic, Stage, StageName, drain
 from service.profiles import service as profiles
+from service.rules import deployments
 from service.rules import service as rules
 from service.segments import service as segments
 from service.settings import Settings, get_settings
@@ -44,15 +45,15 @@ def _advance_segment_runs(session: Session, batch: int) -> int:
     """One batch of customers of the oldest segment run; 1 if there was one."""
     run = segments.advance(
         session,
-        engine=rules.RUNTIME.engine,
-        definitions=rules.RUNTIME.active,
+        engine=deployments.RUNTIME.engine,
+        definitions=deployments.RUNTIME.active,
         batch=get_settings().segment_batch_size,
     )
     return 0 if run is None else 1
 
 
 def _start_refresh(session: Session) -> int | None:
-    active = rules.RUNTIME.active(session)
+    active = deployments.RUNTIME.active(session)
     if active.segments is None:
         return None
     run = segments.start_refresh(session, segments=active.segments.segments)

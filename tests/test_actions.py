@@ -19,7 +19,7 @@ from service.actions.models import Action, ActionAttempt, InboxItem
 from service.auth.service import Scope
 from service.language import templates
 from service.language.loader import load_directory
-from service.rules import service as rules
+from service.rules import deployments
 from service.segments.models import SegmentMembership
 from service.settings import Destination, get_settings
 from tests.sinks import HttpSink, http_sink, smtp_server
@@ -105,7 +105,7 @@ def setup(
         "action_destinations",
         {"sink": Destination(url=sink.url, secret=sink.secret, timeout_s=2)},
     )
-    result = rules.reload(session, directory=directory, origin="cli")
+    result = deployments.reload(session, directory=directory, origin="cli")
     assert result.status == "active", result.errors
     return directory
 
@@ -448,7 +448,7 @@ def test_a_waiting_cart_reminder_is_listed_then_cancelled_by_the_order(
     directory = tmp_path / "shipped"
     shutil.copytree(SHIPPED, directory)
     monkeypatch.setattr(get_settings(), "rules_dir", directory)
-    assert rules.reload(session, directory=directory, origin="cli").status == "active"
+    assert deployments.reload(session, directory=directory, origin="cli").status == "active"
     added = track(
         "Product Added",
         user="l2",

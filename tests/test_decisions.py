@@ -30,6 +30,7 @@ from service.decisions.log import LOG
 from service.decisions.models import Decision, Exposure
 from service.decisions.reader import Reader
 from service.profiles.identity import USER_ID, lookup_key
+from service.rules import deployments
 from service.rules import service as rules
 from service.settings import get_settings
 from tests.conftest import clear_caches
@@ -67,7 +68,7 @@ def shop(make_database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sh
     clear_caches()
     try:
         with db.transaction() as session:
-            assert rules.reload(session, directory=directory, origin="cli").status == "active"
+            assert deployments.reload(session, directory=directory, origin="cli").status == "active"
             keys = {}
             for scope in (Scope.INGEST, Scope.STOREFRONT, Scope.MARKETER):
                 new = create_key(session, name=scope.value, scopes=[scope])

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from service.auth.service import Scope
 from service.cli import main
 from service.language import loader
-from service.rules import service as rules
+from service.rules import deployments
 from service.settings import get_settings
 from tests import support
 
@@ -192,7 +192,7 @@ def test_reload_rejects_an_odd_file_and_status_turns_unhealthy(
     name: str, client: TestClient, session: Session, api_key, rules_dir: Path
 ) -> None:
     marketer = api_key(Scope.MARKETER)
-    active = rules.reload(session, directory=rules_dir, origin="cli")
+    active = deployments.reload(session, directory=rules_dir, origin="cli")
     assert active.status == "active"
     text, line, _word = ODD[name]
     assert isinstance(text, str)
@@ -214,11 +214,11 @@ def test_status_exits_non_zero_while_the_newest_attempt_is_rejected(
     empty = runner.invoke(main, ["rules", "status"])
     assert empty.exit_code == 3, empty.output  # nothing active: every decision would be 422
     assert "no active rules" in empty.output
-    assert rules.reload(session, directory=rules_dir, origin="cli").status == "active"
+    assert deployments.reload(session, directory=rules_dir, origin="cli").status == "active"
     healthy = runner.invoke(main, ["rules", "status"])
     assert healthy.exit_code == 0, healthy.output
     (rules_dir / "broken.yaml").write_text("ruleset: [unclosed\n", encoding="utf-8")
-    assert rules.reload(session, directory=rules_dir, origin="cli").status == "rejected"
+    assert deployments.reload(session, directory=rules_dir, origin="cli").status == "rejected"
     rejected = runner.invoke(main, ["rules", "status"])
     assert rejected.exit_code == 1, rejected.output
     assert "broken.yaml:2:" in rejected.output

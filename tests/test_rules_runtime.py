@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from service import db
-from service.rules import service as rules
+from service.rules import deployments
 from tests.conftest import clear_caches
 
 SHIPPED = Path(__file__).resolve().parent.parent / "rules"
@@ -25,7 +25,7 @@ def database(make_database) -> Iterator[str]:
     clear_caches()
     try:
         with db.transaction() as session:
-            assert rules.reload(session, directory=SHIPPED, origin="cli").status == "active"
+            assert deployments.reload(session, directory=SHIPPED, origin="cli").status == "active"
         yield url
     finally:
         if saved is None:
@@ -36,7 +36,7 @@ def database(make_database) -> Iterator[str]:
 
 
 def test_threads_asking_at_once_compile_the_rules_once(database: str) -> None:
-    runtime = rules._Runtime()
+    runtime = deployments._Runtime()
     compiles: list[int | None] = []
     compile_ = runtime._compile
 

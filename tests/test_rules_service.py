@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from service.auth.service import Scope
+from service.rules import deployments
 from service.rules import service as rules
 from service.settings import get_settings
 from tests.support import resolve_all
@@ -41,7 +42,7 @@ def rules_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def active(session: Session, rules_dir: Path) -> int:
-    result = rules.reload(session, directory=rules_dir, origin="cli")
+    result = deployments.reload(session, directory=rules_dir, origin="cli")
     assert result.status == "active", result.errors
     assert result.deployment_id is not None
     return result.deployment_id
@@ -291,7 +292,7 @@ def test_an_edit_is_activated_and_rollback_restores_the_previous_behaviour(
     (fired,) = homepage("big2")
     assert fired.version_id == versions[1]["id"]
     # A rollback holds across restarts until the files change.
-    assert rules.reload(session, directory=rules_dir, origin="startup").status == "unchanged"
+    assert deployments.reload(session, directory=rules_dir, origin="startup").status == "unchanged"
     missing = client.post(
         "/v1/rules/rollback", json={"deployment_id": 10**9}, headers=keys["marketer"]
     )
@@ -357,11 +358,11 @@ def test_simulate_replays_stored_events_and_writes_nothing(
     resolve_all()
     welcome = rules_dir / "first_purchase.yaml"
     welcome.write_text(welcome.read_text().replace("    priority: 1\n", "    enabled: false\n", 1))
-    candidate = [rules.RUNTIME.engine.compile(r) for r in load_directory(rules_dir)]
-    current = rules.RUNTIME.active(session).rulesets
+    candidate = [deployments.RUNTIME.engine.compile(r) for r in load_directory(rules_dir)]
+    current = deployments.RUNTIME.active(session).rulesets
     window = {"since": NOW - timedelta(days=1), "until": NOW + timedelta(days=2)}
-    new = simulate.replay(session, engine=rules.RUNTIME.engine, rulesets=candidate, **window)
-    old = simulate.replay(session, engine=rules.RUNTIME.engine, rulesets=current, **window)
+    new = simulate.replay(session, engine=deployments.RUNTIME.engine, rulesets=candidate, **window)
+    old = simulate.replay(session, engine=deployments.RUNTIME.engine, rulesets=current, **window)
     assert new.events == old.events == 2  # the identify happened before `since`
     assert set(old.acted) == {"first_purchase_welcome", "cart_abandoned"}
     assert set(new.acted) == {"cart_abandoned"}

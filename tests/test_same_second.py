@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from service.language.engine import Engine
 from service.language.loader import load_source
+from service.rules import deployments
 from service.rules import service as rules
 from service.rules.testing import run_file
 from service.settings import get_settings
@@ -79,7 +80,7 @@ def active(session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     (directory / "checkout.yaml").write_text(RULES)
     shutil.copytree(Path(__file__).parent.parent / "rules" / "templates", directory / "templates")
     monkeypatch.setattr(get_settings(), "rules_dir", directory)
-    assert rules.reload(session, directory=directory, origin="cli").status == "active"
+    assert deployments.reload(session, directory=directory, origin="cli").status == "active"
 
 
 def _customer_id(token: str) -> int:

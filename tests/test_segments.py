@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from service.auth.service import Scope
 from service.language.facts import stored_filter
+from service.rules import deployments
 from service.rules import repository as rules_repository
-from service.rules import service as rules
 from service.segments import repository, service
 from service.segments.definitions import counts_from, window_bounds
 from service.settings import get_settings
@@ -57,7 +57,7 @@ def rules_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def active(session: Session, rules_dir: Path) -> int:
-    result = rules.reload(session, directory=rules_dir, origin="cli")
+    result = deployments.reload(session, directory=rules_dir, origin="cli")
     assert result.status == "active", result.errors
     assert result.deployment_id is not None
     # The first activation backfills every segment; with no customers yet it is empty.
@@ -70,8 +70,8 @@ def finish_runs(session: Session, *, now: datetime, batch: int = 1000) -> int:
     batches = 0
     while service.advance(
         session,
-        engine=rules.RUNTIME.engine,
-        definitions=rules.RUNTIME.active,
+        engine=deployments.RUNTIME.engine,
+        definitions=deployments.RUNTIME.active,
         now=now,
         batch=batch,
     ):
@@ -136,7 +136,7 @@ def test_an_event_moves_a_customer_into_a_segment_and_a_rule_fires_on_entry(
     assert period.exited_at is None
     assert (period.added_by, period.version) == ("definition", 1)
     assert period.entered_at == NOW
-    version = rules.RUNTIME.active(session).version_ids["segment:high_intent_at_risk"]
+    version = deployments.RUNTIME.active(session).version_ids["segment:high_intent_at_risk"]
     assert period.version_id == version
     assert segment_events(session, customer) == [
         ("Segment Entered", "high_intent_at_risk", "event")
@@ -226,14 +226,18 @@ def test_a_changed_definition_backfills_every_customer_with_progress(
     path.write_text(
         path.read_text().replace("version: 1", "version: 2").replace("{gte: 500}", "{gte: 250}")
     )
-    result = rules.reload(session, directory=rules_dir, origin="cli")
+    result = deployments.reload(session, directory=rules_dir, origin="cli")
     assert result.status == "active"
     (run,) = repository.running(session)
     assert (run.kind, run.segments, run.done) == ("backfill", ["high_value"], 0)
     assert run.total == repository.count_customers(session) >= 3
     seen = []
     while service.advance(
-        session, engine=rules.RUNTIME.engine, definitions=rules.RUNTIME.active, now=NOW, batch=1
+        session,
+        engine=deployments.RUNTIME.engine,
+        definitions=deployments.RUNTIME.active,
+        now=NOW,
+        batch=1,
     ):
         seen.append(run.done)
     # One customer per committed batch (and an empty one that finds the end).
@@ -259,7 +263,7 @@ def test_a_removed_definition_takes_its_members_out(
     assert periods(session, customer, "high_intent_at_risk")[0].exited_at is None
     (rules_dir / "segments" / "high_intent_at_risk.yaml").unlink()
     (rules_dir / "on_entry.yaml").unlink()
-    assert rules.reload(session, directory=rules_dir, origin="cli").status == "active"
+    assert deployments.reload(session, directory=rules_dir, origin="cli").status == "active"
     finish_runs(session, now=NOW)
     (period,) = periods(session, customer, "high_intent_at_risk")
     assert period.exited_by == "definition removed"
@@ -270,14 +274,14 @@ def test_an_invalid_definition_is_rejected_with_file_and_line_and_the_previous_s
 ) -> None:
     path = rules_dir / "segments" / "high_value.yaml"
     path.write_text(path.read_text().replace("{gte: 500}", "{above: 500}"))
-    result = rules.reload(session, directory=rules_dir, origin="cli")
+    result = deployments.reload(session, directory=rules_dir, origin="cli")
     assert result.status == "rejected"
     (error,) = result.errors
     assert error["file"] == "segments/high_value.yaml"
     assert error["line"] == 10  # `- profile.total_spent: {above: 500}`
     assert "unknown operator 'above'" in error["message"]
-    assert rules.RUNTIME.active(session).deployment_id == active
-    segments = rules.RUNTIME.active(session).segments
+    assert deployments.RUNTIME.active(session).deployment_id == active
+    segments = deployments.RUNTIME.active(session).segments
     assert segments is not None
     assert "high_value" in segments.segments
     assert repository.running(session) == []  # nothing to backfill
@@ -305,7 +309,7 @@ def test_merged_profiles_keep_rule_made_segments_and_recompute_the_rest(
 def test_window_counts_in_sql_match_the_files_own_tests(session: Session, active: int) -> None:
     """The service counts windows in one grouped query; a segment file's tests count a
     list. Both must agree on every window of the shipped segments."""
-    compiled = rules.RUNTIME.active(session).segments
+    compiled = deployments.RUNTIME.active(session).segments
     assert compiled is not None
     assert compiled.windows
     rng = random.Random(7)
@@ -457,11 +461,11 @@ def test_a_profile_merged_away_enters_no_segment(
     assert all(p.exited_by == "merged" for p in periods(session, loser))
     # Its own row still says top spender: recomputing it must not put it back anywhere.
     session.execute(text("UPDATE customers SET rfm_monetary = 5 WHERE id = :c"), {"c": loser})
-    compiled = rules.RUNTIME.active(session)
+    compiled = deployments.RUNTIME.active(session)
     assert compiled.segments is not None
     changed = service.update(
         session,
-        engine=rules.RUNTIME.engine,
+        engine=deployments.RUNTIME.engine,
         compiled=compiled.segments,
         version_ids=compiled.version_ids,
         customers=[loser],

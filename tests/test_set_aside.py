@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from service.actions import tasks as action_tasks
 from service.auth.service import Scope
+from service.rules import deployments
 from service.rules import service as rules
 from service.segments import service as segments
 from service.settings import get_settings
@@ -69,7 +70,7 @@ def rules_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def active(session: Session, rules_dir: Path) -> None:
-    assert rules.reload(session, directory=rules_dir, origin="cli").status == "active"
+    assert deployments.reload(session, directory=rules_dir, origin="cli").status == "active"
 
 
 @pytest.fixture
@@ -221,7 +222,11 @@ def test_a_customer_whose_segments_raise_is_set_aside_and_the_others_are_recompu
     run = client.post("/v1/segment-runs", headers=admin)
     assert run.status_code in (200, 201, 202), run.text
     while segments.advance(
-        session, engine=rules.RUNTIME.engine, definitions=rules.RUNTIME.active, batch=2, now=NOW
+        session,
+        engine=deployments.RUNTIME.engine,
+        definitions=deployments.RUNTIME.active,
+        batch=2,
+        now=NOW,
     ):
         pass
     runs = client.get("/v1/segment-runs", headers=admin).json()

@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
 from service.actions import service as actions
+from service.rules import deployments
 from service.rules import service as rules
 
 N = 300
@@ -62,7 +63,7 @@ def test_two_timers_decide_each_waiting_rule_and_hand_each_action_over_once(
     (tmp_path / "timers.yaml").write_text(RULES)
     now = datetime.now(UTC)
     with Session(engine) as session, session.begin():
-        assert rules.reload(session, directory=tmp_path, origin="cli").status == "active"
+        assert deployments.reload(session, directory=tmp_path, origin="cli").status == "active"
         version_id = session.scalar(text("SELECT id FROM ruleset_versions"))
         for i in range(N):
             customer = uuid.uuid4()

@@ -96,7 +96,7 @@ def simulate(directory: Path | None, since: str, until: str | None) -> None:
     from service.db import transaction
     from service.embedded import database as _database
     from service.rules import simulate as sim
-    from service.rules.service import RUNTIME
+    from service.rules.deployments import RUNTIME
 
     loaded, _segments = _load(_dir(directory))
     _database()
@@ -120,11 +120,11 @@ def reload(directory: Path | None) -> None:
     """Activate the rule files now (all valid, or nothing changes)."""
     from service.db import transaction
     from service.embedded import database as _database
-    from service.rules import service
+    from service.rules import deployments
 
     _database()
     with transaction() as session:
-        result = service.reload(session, directory=_dir(directory), origin="cli")
+        result = deployments.reload(session, directory=_dir(directory), origin="cli")
     for error in result.errors:
         click.echo(f"{error['file']}:{error['line'] or 1}: {error['message']}", err=True)
     click.echo(f"{result.status} (deployment {result.deployment_id})")
@@ -138,14 +138,14 @@ def rollback(deployment_id: int | None, version_id: int | None) -> None:
     """Activate an earlier deployment, or one earlier ruleset version."""
     from service.db import transaction
     from service.embedded import database as _database
-    from service.rules import service
+    from service.rules import deployments
 
     if (deployment_id is None) == (version_id is None):
         raise click.UsageError("give --deployment or --version")
     _database()
     try:
         with transaction() as session:
-            deployment = service.rollback(
+            deployment = deployments.rollback(
                 session, deployment_id=deployment_id, version_id=version_id
             )
             click.echo(f"active: deployment {deployment.id} ({deployment.note})")

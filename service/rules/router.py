@@ -14,7 +14,7 @@ from service.errors import ProblemError, problem_response, problem_responses
 from service.language import loader
 from service.params import id_cursor
 from service.profiles import service as profiles
-from service.rules import repository, service
+from service.rules import deployments, repository
 from service.rules.models import RuleDeployment
 from service.rules.schemas import (
     DeploymentOut,
@@ -112,7 +112,7 @@ def rules_status(session: DbSession, _: Marketer) -> StatusOut:
 def reload_rules(session: DbSession, _: Marketer) -> Any:
     """Read `rules/` and activate it if every file is valid; otherwise 422 with every
     error, and the active rules keep running (scope `marketer`)."""
-    result = service.reload(session, directory=get_settings().rules_dir, origin="api")
+    result = deployments.reload(session, directory=get_settings().rules_dir, origin="api")
     if result.status == "rejected":
         # Returned, not raised: the rejected attempt is recorded (committed) for /status.
         first = result.errors[0]
@@ -133,7 +133,7 @@ def rollback_rules(body: RollbackIn, session: DbSession, _: Marketer) -> Deploym
     """Activate an earlier deployment, or an earlier version of one ruleset (scope
     `marketer`). It holds until the files in `rules/` change again."""
     try:
-        deployment = service.rollback(
+        deployment = deployments.rollback(
             session, deployment_id=body.deployment_id, version_id=body.version_id
         )
     except LookupError as exc:

@@ -1,19 +1,12 @@
-"""Rules in the running service: which versions are active, evaluating stored events
-exactly once, re-checking waiting rules at their due time, reload and rollback.
-
-The active rules are a row in `rule_deployments`, so every process (API, workers)
-runs the same versions and a change is one committed row: all files or none.
-"""
+"""Rules in the running service: evaluating stored events exactly once, re-checking
+waiting rules at their due time, and putting set-aside items back. Which rules are
+active, reload and rollback: `deployments.py`."""
 
 from __future__ import annotations
 
-import hashlib
-import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -21,244 +14,20 @@ from sqlalchemy.orm import Session
 
 from service.actions import service as actions
 from service.events.models import Event
-from service.language import loader
-from service.language.engine import CompiledRuleset, Engine
 from service.language.facts import Profile, TriggerEvent
-from service.language.loader import SEGMENT_PREFIX, LoadedRuleset, LoadedSegment, RulesInvalid
 from service.pipeline.isolation import isolated
 from service.pipeline.models import SetAside, Stage
 from service.pipeline.service import register_replay, set_aside
 from service.profiles import facts as profile_facts
 from service.rules import evaluator, repository
+from service.rules.deployments import RUNTIME, Active, reload
 from service.rules.evaluator import Outcome
-from service.rules.models import SET_ASIDE, RuleDeployment, RuleFiring
+from service.rules.models import SET_ASIDE, RuleFiring
 from service.segments import service as segments
-from service.segments.definitions import CompiledSegments, compile_segments
 from service.segments.models import EVENT_SOURCE
 from service.settings import get_settings
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class Active:
-    deployment_id: int | None
-    rulesets: list[CompiledRuleset]
-    # ruleset name, or `segment:<name>` → ruleset_versions.id
-    version_ids: dict[str, int]
-    segments: CompiledSegments | None = None
-
-    def ruleset(self, name: str) -> CompiledRuleset | None:
-        return next((r for r in self.rulesets if r.name == name), None)
-
-
-class _Runtime:
-    """The process's engine and its compiled copy of the active deployment."""
-
-    def __init__(self) -> None:
-        self.engine = Engine()
-        self._active = Active(None, [], {})
-        self._lock = threading.Lock()
-        self._compiling = threading.Lock()
-
-    def active(self, session: Session) -> Active:
-        deployment_id = repository.active_deployment_id(session)
-        with self._lock:
-            if deployment_id == self._active.deployment_id:
-                return self._active
-        # One thread compiles; the others wait for it (the decision endpoint asks from
-        # many requests at once when the rules change, and each compile parses every file).
-        with self._compiling:
-            with self._lock:
-                if deployment_id == self._active.deployment_id:
-                    return self._active
-            active = self._compile(session, deployment_id)
-            with self._lock:
-                self._active = active
-        log.info("rules_compiled", deployment_id=deployment_id)
-        return active
-
-    def _compile(self, session: Session, deployment_id: int | None) -> Active:
-        compiled, ids, segment_files = [], {}, []
-        if deployment_id is not None:
-            deployment = repository.get_deployment(session, deployment_id)
-            assert deployment is not None
-            for row in repository.versions(session, deployment.version_ids):
-                ids[row.name] = row.id
-                if row.name.startswith(SEGMENT_PREFIX):
-                    segment_files.append(loader.load_segment_source(row.file, row.source))
-                else:
-                    compiled.append(self.engine.compile(loader.load_source(row.file, row.source)))
-        return Active(deployment_id, compiled, ids, compile_segments(self.engine, segment_files))
-
-    def cached(self) -> Active:
-        """The active rules last read, without asking the database."""
-        with self._lock:
-            return self._active
-
-    def from_files(self, directory: Path) -> Active:
-        """The rule files on disk, compiled but not activated: what a process serves
-        before it has ever reached the database."""
-        try:
-            loaded, segment_files = loader.load_all(directory)
-        except (RulesInvalid, OSError):
-            return Active(None, [], {})
-        return Active(
-            None,
-            [self.engine.compile(item) for item in loaded],
-            {},
-            compile_segments(self.engine, segment_files),
-        )
-
-
-RUNTIME = _Runtime()
-
-
-# --- reload and rollback --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ReloadResult:
-    status: str  # active | rejected | unchanged
-    deployment_id: int | None
-    errors: list[dict[str, Any]]
-
-
-def files_hash(directory: Path) -> str:
-    digest = hashlib.sha256()
-    files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml"))
-    for path in files + loader.segment_files(directory):
-        name = path.relative_to(directory).as_posix()
-        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
-def reload(session: Session, *, directory: Path, origin: str) -> ReloadResult:
-    """Activate the rule files in `directory` if every one is valid; otherwise record
-    the errors and keep the active version. Unchanged files change nothing (several
-    processes may react to the same edit; a rollback holds until the files change)."""
-    repository.lock_deployments(session)
-    digest = files_hash(directory)
-    last = repository.latest_deployment(session, from_files=True)
-    active_id = repository.active_deployment_id(session)
-    if last is not None and last.files_hash == digest:
-        if last.status == "rejected":  # the same files again: the same errors, recorded once
-            return ReloadResult("rejected", last.id, last.errors)
-        if active_id is not None:
-            return ReloadResult("unchanged", active_id, [])
-    try:
-        loaded, segment_files = loader.load_all(directory)
-    except RulesInvalid as exc:
-        errors = [e.as_dict() for e in exc.errors]
-        deployment = repository.add_deployment(
-            session,
-            origin=origin,
-            status="rejected",
-            files_hash=digest,
-            version_ids=[],
-            errors=errors,
-        )
-        log.error(
-            "rules_rejected", deployment_id=deployment.id, errors=[str(e) for e in exc.errors]
-        )
-        return ReloadResult("rejected", deployment.id, errors)
-    deployment = _activate(
-        session, loaded, segment_files, origin=origin, files_hash=digest, previous=active_id
-    )
-    return ReloadResult("active", deployment.id, [])
-
-
-def _activate(
-    session: Session,
-    loaded: list[LoadedRuleset],
-    segment_files: list[LoadedSegment],
-    *,
-    origin: str,
-    files_hash: str | None,
-    previous: int | None,
-) -> RuleDeployment:
-    files: list[LoadedRuleset | LoadedSegment] = [*loaded, *segment_files]
-    ids = [
-        repository.ensure_version(
-            session,
-            name=item.name if isinstance(item, LoadedRuleset) else item.version_name,
-            version=item.definition.version,
-            content_hash=item.content_hash,
-            file=item.file,
-            source=item.source,
-        )
-        for item in files
-    ]
-    deployment = repository.add_deployment(
-        session, origin=origin, status="active", files_hash=files_hash, version_ids=ids, errors=[]
-    )
-    _segments_changed(session, previous, ids)
-    log.info(
-        "rules_activated",
-        deployment_id=deployment.id,
-        rulesets={i.name: i.content_hash[:12] for i in loaded},
-    )
-    return deployment
-
-
-def rollback(
-    session: Session, *, deployment_id: int | None = None, version_id: int | None = None
-) -> RuleDeployment:
-    """Activate an earlier deployment again, or put back one earlier version of one
-    ruleset in the current set. LookupError when there is no such thing."""
-    repository.lock_deployments(session)
-    current_id = repository.active_deployment_id(session)
-    current = repository.get_deployment(session, current_id) if current_id else None
-    if deployment_id is not None:
-        target = repository.get_deployment(session, deployment_id)
-        if target is None or target.status != "active":
-            raise LookupError(f"no active deployment {deployment_id} to go back to")
-        ids, note = list(target.version_ids), f"back to deployment {deployment_id}"
-    elif version_id is not None:
-        version = repository.get_version(session, version_id)
-        if version is None:
-            raise LookupError(f"no ruleset version {version_id}")
-        kept = [
-            v
-            for v in repository.versions(session, current.version_ids if current else [])
-            if v.name != version.name
-        ]
-        ids, note = (
-            [v.id for v in kept] + [version.id],
-            f"{version.name} back to version {version_id}",
-        )
-    else:
-        raise ValueError("name a deployment or a ruleset version")
-    deployment = repository.add_deployment(
-        session,
-        origin="rollback",
-        status="active",
-        files_hash=None,
-        version_ids=ids,
-        errors=[],
-        note=note,
-    )
-    _segments_changed(session, current_id, ids)
-    log.info("rules_rolled_back", deployment_id=deployment.id, note=note)
-    return deployment
-
-
-def _segments_changed(session: Session, previous: int | None, version_ids: list[int]) -> None:
-    """Backfill the segments whose definition this change adds, alters or removes."""
-    before = repository.get_deployment(session, previous) if previous else None
-    segments.definitions_changed(
-        session,
-        before=_segment_hashes(session, before.version_ids if before else []),
-        after=_segment_hashes(session, version_ids),
-    )
-
-
-def _segment_hashes(session: Session, version_ids: list[int]) -> dict[str, str]:
-    return {
-        row.name.removeprefix(SEGMENT_PREFIX): row.content_hash
-        for row in repository.versions(session, version_ids)
-        if row.name.startswith(SEGMENT_PREFIX)
-    }
 
 
 # --- evaluation -----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import structlog
 import watchfiles
 
 from service import db
-from service.rules import repository, service
+from service.rules import deployments, repository
 
 log = structlog.get_logger(__name__)
 
@@ -22,7 +22,7 @@ log = structlog.get_logger(__name__)
 def reload_once(directory: Path, *, origin: str) -> None:
     try:
         with db.transaction() as session:
-            result = service.reload(session, directory=directory, origin=origin)
+            result = deployments.reload(session, directory=directory, origin=origin)
         if result.status != "unchanged":
             log.info(
                 "rules_reloaded", origin=origin, status=result.status, errors=len(result.errors)
@@ -42,7 +42,7 @@ def activate_if_none(directory: Path) -> bool:
         with db.transaction() as session:
             if repository.active_deployment_id(session) is not None:
                 return True
-            result = service.reload(session, directory=directory, origin="startup")
+            result = deployments.reload(session, directory=directory, origin="startup")
     except Exception as exc:  # the API starts anyway; the caller tries again
         log.warning("rules_start_activation_failed", error_type=type(exc).__name__)
         return False
