@@ -38,7 +38,7 @@ def run(
     if given:
         raise click.UsageError(f"--bulk writes history only: {', '.join(given)} do not apply")
     from service import crypto, db
-    from service.cli import _database
+    from service.embedded import database as _database
     from service.settings import get_settings
 
     url = db.sqlalchemy_url(_database())
