@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     events_max_batch_bytes: int = Field(default=512_000, ge=1024)
     events_max_event_bytes: int = Field(default=32_768, ge=256)
     events_max_batch: int = Field(default=500, ge=1)
+    # The quarantine's list pages hold at most this much JSON (and at most `limit` items).
+    quarantine_page_max_bytes: int = Field(default=262_144, ge=16_384)
 
     # How often the scheduler sweeps for stored events not yet resolved onto profiles
     # (each commit that stores events also nudges a worker at once).

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Text, cast, func, select, text, update
+from sqlalchemy.orm import Session, defer
 
 from service.db import json_document
 from service.events.models import QuarantinedEvent, WebhookDelivery
@@ -239,13 +239,30 @@ def _storable(payload: Any) -> Any:
 
 def quarantine_page(
     session: Session, *, status: str | None, after_id: int | None, limit: int
-) -> Sequence[QuarantinedEvent]:
-    query = select(QuarantinedEvent)
+) -> list[tuple[QuarantinedEvent, int]]:
+    """Up to `limit` items after `after_id`, each with its payload's size in bytes as
+    JSON text, the payloads themselves not read (`quarantine_payloads`)."""
+    size = func.coalesce(func.octet_length(cast(QuarantinedEvent.payload, Text)), 0)
+    query = select(QuarantinedEvent, size).options(defer(QuarantinedEvent.payload))
     if status:
         query = query.where(QuarantinedEvent.status == status)
     if after_id is not None:
         query = query.where(QuarantinedEvent.id > after_id)
-    return session.scalars(query.order_by(QuarantinedEvent.id).limit(limit)).all()
+    rows = session.execute(query.order_by(QuarantinedEvent.id).limit(limit))
+    return [(row, int(payload_bytes)) for row, payload_bytes in rows]
+
+
+def quarantine_payloads(session: Session, ids: Sequence[int]) -> dict[int, Any]:
+    if not ids:
+        return {}
+    query = select(QuarantinedEvent.id, QuarantinedEvent.payload).where(
+        QuarantinedEvent.id.in_(ids)
+    )
+    return {item: payload for item, payload in session.execute(query)}
+
+
+def get_quarantined(session: Session, item: int) -> QuarantinedEvent | None:
+    return session.get(QuarantinedEvent, item)
 
 
 def get_quarantined_for_update(session: Session, item: int) -> QuarantinedEvent | None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from service.auth.dependencies import require
 from service.auth.models import ApiKey
 from service.auth.service import Scope
 from service.db import DbSession
 from service.errors import FieldError, ProblemError, problem_responses
-from service.events import repository, service
+from service.events import quarantine_view, repository, service
 from service.events.body import json_response, limited_body, parse_json
 from service.events.schemas import (
     EventsResponse,
@@ -96,19 +96,64 @@ def _events_of(payload: Any) -> list[Any]:
 @router.get(
     "/quarantine",
     response_model=list[QuarantineItem],
-    responses=problem_responses(401, 403, 422, 500),
+    responses={
+        200: {
+            "headers": {
+                "Link": {
+                    "description": 'The next page, `<…?after=N>; rel="next"`; absent on '
+                    "the last page.",
+                    "schema": {"type": "string"},
+                }
+            }
+        },
+        **problem_responses(401, 403, 422, 500),
+    },
     tags=["quarantine"],
 )
 def list_quarantine(
+    request: Request,
     session: DbSession,
     _: Annotated[ApiKey, Depends(require(Scope.ADMIN))],
     status: Literal["held", "replayed"] | None = "held",
     after: Annotated[int | None, id_cursor("Return items with a larger id")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> list[QuarantineItem]:
-    """Inputs that could not be mapped or validated, with the reason (scope `admin`)."""
-    items = repository.quarantine_page(session, status=status, after_id=after, limit=limit)
-    return [QuarantineItem.model_validate(i) for i in items]
+) -> Response:
+    """Inputs that could not be mapped or validated, with the reason, oldest first
+    (scope `admin`). Emails and phone numbers are masked. A page holds up to `limit`
+    items and up to QUARANTINE_PAGE_MAX_BYTES (256 KB) of JSON; the `Link` header
+    points to the next page until the last."""
+    rows = repository.quarantine_page(session, status=status, after_id=after, limit=limit + 1)
+    page = quarantine_view.build_page(
+        rows,
+        lambda ids: repository.quarantine_payloads(session, ids),
+        limit=limit,
+        max_bytes=_settings.quarantine_page_max_bytes,
+    )
+    headers = {}
+    if page.next_after is not None:
+        following = request.url.include_query_params(after=page.next_after)
+        headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
+    return Response(page.body, media_type="application/json", headers=headers)
+
+
+@router.get(
+    "/quarantine/{item_id}",
+    response_model=QuarantineItem,
+    responses=problem_responses(401, 403, 404, 422, 500),
+    tags=["quarantine"],
+)
+def get_quarantined(
+    item_id: Annotated[int, row_id()],
+    session: DbSession,
+    _: Annotated[ApiKey, Depends(require(Scope.ADMIN))],
+) -> Response:
+    """One quarantined item with its whole payload, emails and phone numbers masked
+    (scope `admin`). A replay maps the input as it was received."""
+    item = repository.get_quarantined(session, item_id)
+    if item is None:
+        raise ProblemError(404, f"No quarantined item {item_id}.")
+    view = quarantine_view.item_view(item, item.payload)
+    return Response(quarantine_view.dumps(view), media_type="application/json")
 
 
 @router.post(

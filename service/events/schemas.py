@@ -83,7 +83,16 @@ class QuarantineItem(BaseModel):
     status: str
     received_at: datetime
     replayed_at: datetime | None
-    payload: Any | None = None
+    payload: Any | None = Field(
+        default=None,
+        description="The input as kept, emails and phone numbers masked; a webhook's "
+        "body stays on its delivery (null here).",
+    )
+    payload_omitted: bool = Field(
+        default=False,
+        description="The payload alone is larger than a page (QUARANTINE_PAGE_MAX_BYTES): "
+        "`GET /v1/quarantine/{id}` shows it.",
+    )
 
 
 class ReplayResult(BaseModel):
