@@ -80,9 +80,7 @@ def test_packages_import_only_those_below_them() -> None:
 
 
 def test_packages_do_not_import_the_composition() -> None:
-    wrong = {
-        edge: where for edge, where in imports().items() if edge[1] in COMPOSITION
-    }
+    wrong = {edge: where for edge, where in imports().items() if edge[1] in COMPOSITION}
     assert wrong == {}, wrong
 
 
