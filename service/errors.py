@@ -109,8 +109,19 @@ async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
     return problem_of(exc, instance=request.url.path)
 
 
+# What the framework says of a body it cannot decode (bytes that are not UTF-8).
+_UNPARSED_BODY = "There was an error parsing the body"
+
+
 async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and str(exc.detail) == _UNPARSED_BODY:
+        unparsed = ProblemError(
+            422,
+            "The body is not valid JSON (or not UTF-8).",
+            errors=[FieldError(field="body", message="not valid UTF-8 JSON")],
+        )
+        return problem_of(unparsed, instance=request.url.path)
     return problem_response(
         exc.status_code,
         str(exc.detail),

@@ -127,3 +127,23 @@ def test_request_id_is_generated_when_absent_or_unsafe(client: TestClient) -> No
     unsafe = client.get("/healthz", headers={"X-Request-ID": "a b\nc"}).headers["x-request-id"]
     assert unsafe != "a b\nc"
     assert len(unsafe) == 32
+
+
+def test_a_body_that_is_not_utf8_is_a_422_problem_naming_it(probe: TestClient) -> None:
+    """(The framework answered its own undocumented 400 for bytes it cannot decode.)"""
+    response = probe.post("/items", content=b"\xe3", headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["errors"] == [{"field": "body", "message": "not valid UTF-8 JSON"}]
+
+
+@pytest.mark.parametrize("field", ["deployment_id", "version_id"])
+def test_a_rollback_id_beyond_64_bits_is_a_422_naming_it(
+    client: TestClient, api_key, field
+) -> None:
+    """(It reached the database and came back a 500, bigint out of range.)"""
+    from service.auth.service import Scope
+
+    response = client.post("/v1/rules/rollback", json={field: 2**63}, headers=api_key(Scope.ADMIN))
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == f"body.{field}"

@@ -65,9 +65,14 @@ class ReloadOut(BaseModel):
 
 
 class RollbackIn(BaseModel):
-    deployment_id: int | None = Field(default=None, description="Activate this deployment again.")
+    deployment_id: int | None = Field(
+        default=None, ge=1, le=2**63 - 1, description="Activate this deployment again."
+    )
     version_id: int | None = Field(
-        default=None, description="Put back this version of one ruleset, keeping the others."
+        default=None,
+        ge=1,
+        le=2**63 - 1,
+        description="Put back this version of one ruleset, keeping the others.",
     )
 
     @model_validator(mode="after")
