@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     events_max_batch: int = Field(default=500, ge=1)
     # The quarantine's list pages hold at most this much JSON (and at most `limit` items).
     quarantine_page_max_bytes: int = Field(default=262_144, ge=16_384)
+    # An event's time (events API, Segment calls, every webhook mapping) lies between
+    # 2000-01-01 and this far past the moment it is received; outside, it is rejected
+    # with the field named (a signed webhook is kept in the quarantine).
+    event_max_future_s: int = Field(default=300, ge=0, le=86_400)
 
     # How often the scheduler sweeps for stored events not yet resolved onto profiles
     # (each commit that stores events also nudges a worker at once).

@@ -38,6 +38,11 @@ ECOMMERCE_EVENTS = frozenset(
     }
 )
 
+# Properties that carry money, on an event and on each of its `products` (Segment's
+# e-commerce spec). Intake refuses a value there that is not a decimal amount within
+# the money bound (`platforms.common.MAX_AMOUNT`).
+MONEY_FIELDS = ("total", "revenue", "subtotal", "tax", "shipping", "discount", "value", "price")
+
 
 @dataclass(frozen=True)
 class Identifiers:

@@ -225,10 +225,10 @@ def quarantine(
 
 
 def _storable(payload: Any) -> Any:
-    """The payload, or a readable stand-in when JSONB cannot hold it (a NUL character or
-    a lone surrogate): the input is kept either way."""
+    """The payload, or a readable stand-in when JSONB cannot hold it (a NUL character, a
+    lone surrogate, NaN or Infinity): the input is kept either way."""
     try:
-        text = json.dumps(payload, ensure_ascii=False)
+        text = json.dumps(payload, ensure_ascii=False, allow_nan=False)
         text.encode("utf-8")  # fails on a lone surrogate
     except (TypeError, ValueError):
         return {"unstorable_payload": repr(payload)[:32768]}

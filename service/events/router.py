@@ -10,7 +10,7 @@ from service.auth.dependencies import require
 from service.auth.models import ApiKey
 from service.auth.service import Scope
 from service.db import DbSession
-from service.errors import FieldError, ProblemError, problem_responses
+from service.errors import FieldError, ProblemError, problem_response, problem_responses
 from service.events import quarantine_view, repository, service
 from service.events.body import json_response, limited_body, parse_json
 from service.events.schemas import (
@@ -53,8 +53,10 @@ def post_events(
     """Track, identify and page events: one event, or `{"batch": [...]}` of up to 500
     (500 KB; 32 KB an event). Each event's result is reported: `accepted`, `duplicate`
     (its `messageId` was seen before) or `rejected` with the reason and field; a
-    rejected event is quarantined and never rejects the rest."""
-    raw = _events_of(parse_json(body))
+    rejected event is quarantined and never rejects the rest. One event sent alone
+    and rejected is a 422 problem naming the field, carrying the same results."""
+    payload = parse_json(body)
+    raw = _events_of(payload)
     results = service.ingest_api_events(session, raw_events=raw)
     count = {s: sum(r.status == s for r in results) for s in ("accepted", "duplicate", "rejected")}
     answer = EventsResponse(
@@ -63,12 +65,32 @@ def post_events(
         rejected=count["rejected"],
         results=results,
     )
+    if not _is_batch(payload) and results[0].status == "rejected":
+        return _rejected(answer)
     return json_response(answer)
+
+
+def _rejected(answer: EventsResponse) -> Response:
+    """The problem for one event sent alone and rejected. Returned, not raised: the
+    event is in the quarantine, as a rejected event of a batch is, once this commits."""
+    [result] = answer.results
+    reason = result.reason or "rejected"
+    return problem_response(
+        422,
+        f"The event was rejected: {reason}",
+        errors=[FieldError(field=result.field, message=reason)] if result.field else None,
+        extra=answer.model_dump(mode="json"),
+        instance="/v1/events",
+    )
+
+
+def _is_batch(payload: Any) -> bool:
+    return isinstance(payload, dict) and "batch" in payload
 
 
 def _events_of(payload: Any) -> list[Any]:
     """`{"batch": [...]}` or one event object."""
-    if isinstance(payload, dict) and "batch" in payload:
+    if _is_batch(payload):
         batch = payload["batch"]
         if not isinstance(batch, list) or not batch:
             raise ProblemError(

@@ -17,9 +17,16 @@ import structlog
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from service.db import json_document
 from service.events import platforms, repository
+from service.events.body import JsonError, load_json
 from service.events.canonical import CanonicalEvent, Identifiers, IgnoredTopic, MappingError
+from service.events.checks import (
+    API_FIELDS,
+    NOT_FINITE,
+    check_storable,
+    unstorable,
+)
+from service.events.platforms.common import check_amounts
 from service.events.repository import Delivery
 from service.events.schemas import ApiEvent, EventResult
 from service.pipeline.isolation import isolated
@@ -196,8 +203,12 @@ def _map_delivery(
 ) -> tuple[str, list[CanonicalEvent], tuple[str, str | None] | None]:
     """(delivery status, its events, why it is quarantined if it is)."""
     try:
+        payload = load_json(d.body, finite=True)
+    except JsonError as exc:
+        return "quarantined", [], (exc.reason, "body")
+    try:
         events = map_delivery(
-            source=d.source, topic=d.topic, payload=json.loads(d.body), delivery_id=d.delivery_id
+            source=d.source, topic=d.topic, payload=payload, delivery_id=d.delivery_id
         )
         for event in events:
             check_storable(event)
@@ -205,8 +216,6 @@ def _map_delivery(
         return "ignored", [], None
     except MappingError as exc:
         return "quarantined", [], (exc.reason, exc.field)
-    except ValueError as exc:  # not JSON
-        return "quarantined", [], (f"the body is not valid JSON: {exc}", None)
     return "processed", events, None
 
 
@@ -254,22 +263,14 @@ def to_canonical(event: ApiEvent, *, raw: dict[str, Any], received_at: datetime)
         traits=traits if event.type == "identify" else {},
         context=context,
     )
+    # The time window, and strings and numbers PostgreSQL takes; before the ids are
+    # hashed, as a lone surrogate in an email cannot even be encoded.
+    check_storable(canonical, raw=raw)
+    if event.type != "identify":
+        check_amounts(canonical.properties)
     if not keys_for(canonical.identifiers, source=API_SOURCE):
         raise MappingError("every id of the event is empty or blocked", field="anonymousId")
-    check_storable(canonical)
     return canonical
-
-
-def check_storable(event: CanonicalEvent) -> None:
-    """PostgreSQL's JSONB cannot hold every JSON value: a NUL character, a lone surrogate
-    or an integer beyond 64 bits would fail the whole statement, so such an event is
-    rejected (and quarantined) on its own instead."""
-    try:
-        document = json_document([event.properties, event.traits, event.context])
-    except (TypeError, ValueError) as exc:  # orjson: lone surrogate, integer out of range
-        raise MappingError(f"a value cannot be stored: {exc}") from exc
-    if "\\u0000" in document:
-        raise MappingError("a value contains a NUL character, which cannot be stored")
 
 
 def ingest_api_events(session: Session, *, raw_events: Sequence[Any]) -> list[EventResult]:
@@ -283,7 +284,7 @@ def ingest_api_events(session: Session, *, raw_events: Sequence[Any]) -> list[Ev
         try:
             if not isinstance(raw, dict):
                 raise MappingError("an event must be a JSON object")
-            if len(json.dumps(raw, default=str)) > settings.events_max_event_bytes:
+            if _size(raw) > settings.events_max_event_bytes:
                 raise MappingError(
                     f"the event is larger than {settings.events_max_event_bytes} bytes"
                 )
@@ -300,7 +301,7 @@ def ingest_api_events(session: Session, *, raw_events: Sequence[Any]) -> list[Ev
             results.append(
                 EventResult(
                     index=index,
-                    message_id=_str_or_none(message_id),
+                    message_id=_echoed(message_id),
                     status="rejected",
                     reason=reason,
                     field=field,
@@ -323,6 +324,17 @@ def ingest_api_events(session: Session, *, raw_events: Sequence[Any]) -> list[Ev
     return results
 
 
+def _size(raw: dict[str, Any]) -> int:
+    """The event's size as JSON. Encoding it also finds NaN, Infinity and numbers beyond
+    a double's range (read from the body as floats, stored they would become null): the
+    event holding one is refused, naming the field."""
+    try:
+        return len(json.dumps(raw, default=str, allow_nan=False))
+    except ValueError as exc:
+        path, why = unstorable(raw, first=API_FIELDS) or ("", NOT_FINITE)
+        raise MappingError(f"a value cannot be stored: it {why}", field=path or None) from exc
+
+
 def _describe(exc: MappingError | ValidationError) -> tuple[str, str | None]:
     if isinstance(exc, MappingError):
         return exc.reason, exc.field
@@ -335,6 +347,13 @@ def _content_id(raw: dict[str, Any]) -> str:
     """An id for an event sent without `messageId`: the same content, the same id."""
     digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
     return f"sha256:{digest}"
+
+
+def _echoed(value: Any) -> str | None:
+    """A rejected event's message id as sent, in text the answer can carry (a lone
+    surrogate is shown as its escape)."""
+    text = _str_or_none(value)
+    return text.encode("utf-8", "backslashreplace").decode() if text else None
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -375,14 +394,18 @@ def replay(session: Session, *, item_id: int) -> tuple[str, int] | None:
             events = map_delivery(
                 source=delivery.source,
                 topic=delivery.topic,
-                payload=json.loads(delivery.body),
+                payload=load_json(delivery.body, finite=True),
                 delivery_id=delivery.delivery_id,
             )
+            for event in events:
+                check_storable(event)
         else:
             raw = item.payload if isinstance(item.payload, dict) else {}
             events = [
                 to_canonical(ApiEvent.model_validate(raw), raw=raw, received_at=item.received_at)
             ]
+    except JsonError as exc:
+        raise ReplayFailed(exc.reason, "body") from exc
     except IgnoredTopic as exc:
         raise ReplayFailed(f"the topic is not used: {exc}", None) from exc
     except (MappingError, ValidationError) as exc:

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from service.auth import service as auth
 from service.auth.service import Scope
 from service.db import DbSession
-from service.errors import ProblemError, problem_responses
+from service.errors import FieldError, ProblemError, problem_responses
 from service.events import service
 from service.events.body import json_response, limited_body, parse_json
 from service.settings import get_settings
@@ -56,9 +56,13 @@ class TrackingAck(BaseModel):
     rejected: int
 
 
-def _problem(status: int, code: str, detail: str) -> ProblemError:
+def _problem(
+    status: int, code: str, detail: str, *, errors: list[FieldError] | None = None
+) -> ProblemError:
     headers = {"WWW-Authenticate": 'Basic realm="write key"'} if status == 401 else None
-    return ProblemError(status, detail, headers=headers, extra={"code": code, "message": detail})
+    return ProblemError(
+        status, detail, headers=headers, errors=errors, extra={"code": code, "message": detail}
+    )
 
 
 def _decoded(request: Request, body: bytes) -> bytes:
@@ -87,7 +91,7 @@ def _json(data: bytes) -> Any:
     try:
         return parse_json(data)
     except ProblemError as exc:
-        raise _problem(400, "invalid_request", exc.detail) from exc
+        raise _problem(400, "invalid_request", exc.detail, errors=exc.errors) from exc
 
 
 def _write_key(request: Request, payload: Any) -> str | None:

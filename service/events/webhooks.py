@@ -7,7 +7,6 @@ stored (and what it maps to) before the 2xx; a redelivery gets 200 and no effect
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any
@@ -17,7 +16,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 
 from service.errors import ProblemError, problem_responses
 from service.events import signatures
-from service.events.body import limited_body
+from service.events.body import JsonError, limited_body, load_json
 from service.events.repository import Delivery
 from service.events.schemas import WebhookAck
 from service.events.writer import DeliveryWriter
@@ -102,9 +101,9 @@ def _topic(topic: str | None) -> str | None:
 
 def _json_field(body: bytes, *names: str) -> str | None:
     try:
-        payload = json.loads(body)
-    except ValueError:
-        return None
+        payload = load_json(body)
+    except JsonError:
+        return None  # kept in the quarantine with the reason once stored
     if not isinstance(payload, dict):
         return None
     return next((str(payload[n]) for n in names if payload.get(n)), None)

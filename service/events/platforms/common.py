@@ -17,20 +17,25 @@ from decimal import Decimal, InvalidOperation, localcontext
 from typing import Any
 
 from service.events.canonical import (
+    MONEY_FIELDS,
     CanonicalEvent,
     EventType,
     Identifiers,
     IgnoredTopic,
     MappingError,
 )
+from service.events.checks import check_time, text_problem
 
 # Plain decimal notation only: `Decimal()` would also take "NaN", "Infinity", "1_000"
 # and surrounding spaces, none of which is a price.
 _DECIMAL_TEXT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
-# Bounds keep formatting cheap ("1e999999999" would print a gigabyte) and sums exact
-# under `SUM_PRECISION`; real amounts are far inside them (WooCommerce's float
-# prices carry up to 17 significant digits).
-_MAX_ADJUSTED_EXPONENT = 15  # below 10**16
+# Money is below 10**12 in size (a trillion in any currency): orders keep amounts as
+# NUMERIC(18, 4), below 10**14, so a customer's spend adds up to a hundred such orders
+# before it would overflow. The bounds also keep formatting cheap ("1e999999999" would
+# print a gigabyte) and sums exact under `SUM_PRECISION`; real amounts are far inside
+# them (WooCommerce's float prices carry up to 17 significant digits).
+MAX_AMOUNT = 10**12
+_MAX_ADJUSTED_EXPONENT = 11  # below 10**12
 _MIN_EXPONENT = -28
 SUM_PRECISION = 100
 
@@ -95,7 +100,7 @@ class Node:
             return None
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise MappingError("expected a string or integer id", field=self.field(key))
-        return str(value)
+        return text_problem(value, field=self.field(key)) if isinstance(value, str) else str(value)
 
     def text(self, key: str) -> str | None:
         """A string; absent, null and empty are all None."""
@@ -104,7 +109,7 @@ class Node:
             return None
         if not isinstance(value, str):
             raise MappingError("expected a string", field=self.field(key))
-        return value or None
+        return text_problem(value, field=self.field(key)) or None
 
     def opt_int(self, key: str) -> int | None:
         value = self.data.get(key)
@@ -139,18 +144,23 @@ class Node:
         value = self.opt_amount(key)
         return None if value is None else money_text(value)
 
-    def iso_time(self, *keys: str, naive_is_utc: bool = False) -> datetime:
-        """The first of `keys` present, as an aware UTC datetime."""
+    def iso_time(self, *keys: str, naive_is_utc: bool = False, when: bool = True) -> datetime:
+        """The first of `keys` present, as an aware UTC datetime. By default it is when
+        the event happened, so it must lie in the accepted window (`checks.check_time`);
+        `when=False` reads a time that is only a value (a customer's `created_at` trait)."""
         for key in keys:
             if self.has(key):
-                return parse_iso(self.data[key], self.field(key), naive_is_utc=naive_is_utc)
+                moment = parse_iso(self.data[key], self.field(key), naive_is_utc=naive_is_utc)
+                return check_time(moment, field=self.field(key)) if when else moment
         raise MappingError("missing timestamp", field=self.field(keys[0]))
 
-    def unix_time(self, key: str) -> datetime:
+    def unix_time(self, key: str, *, when: bool = True) -> datetime:
+        """As `iso_time`, from Unix seconds."""
         value = self.data.get(key)
         if value is None:
             raise MappingError("missing timestamp", field=self.field(key))
-        return parse_unix(value, self.field(key))
+        moment = parse_unix(value, self.field(key))
+        return check_time(moment, field=self.field(key)) if when else moment
 
 
 def parse_decimal(value: object, *, field: str) -> Decimal:
@@ -170,8 +180,30 @@ def bounded(number: Decimal, *, field: str) -> Decimal:
     exponent = number.as_tuple().exponent
     assert isinstance(exponent, int)  # finite: the pattern admits no NaN or Infinity
     if number.adjusted() > _MAX_ADJUSTED_EXPONENT or exponent < _MIN_EXPONENT:
-        raise MappingError("amount out of range", field=field)
+        raise MappingError(
+            "amount out of range: money is below 10^12 in size, to 28 decimals at most",
+            field=field,
+        )
     return number
+
+
+def check_amounts(properties: Mapping[str, Any], *, path: str = "properties") -> None:
+    """Money fields (`MONEY_FIELDS`, on the event and on each of its `products`) hold a
+    finite decimal within the bounds, as a JSON number or decimal text; absent or null
+    is fine. For senders whose values are kept as sent (the events API)."""
+    _check_money(properties, path)
+    products = properties.get("products")
+    if isinstance(products, list):
+        for index, product in enumerate(products):
+            if isinstance(product, Mapping):
+                _check_money(product, f"{path}.products.{index}")
+
+
+def _check_money(values: Mapping[str, Any], path: str) -> None:
+    for key in MONEY_FIELDS:
+        value = values.get(key)
+        if value is not None:
+            parse_decimal(value, field=f"{path}.{key}")
 
 
 def money_text(number: Decimal) -> str:

@@ -22,6 +22,7 @@ from service.events.platforms.common import (
     Delivery,
     Mapper,
     Node,
+    bounded,
     compact,
     decimal_sum,
     ignored,
@@ -97,7 +98,12 @@ def _shopify_cart(delivery: Delivery, *, time_key: str) -> list[CanonicalEvent]:
     properties = {
         "cart_id": token,
         "products": _shopify_products(body),
-        "value": money_text(decimal_sum(_shopify_line_value(line) for line in lines)),
+        "value": money_text(
+            bounded(
+                decimal_sum(_shopify_line_value(line) for line in lines),
+                field=body.field("line_items"),
+            )
+        ),
         "currency": _shopify_cart_currency(lines),
     }
     return [
@@ -202,7 +208,12 @@ def _shopify_refund(delivery: Delivery) -> list[CanonicalEvent]:
     properties = {
         "order_id": body.id("order_id"),
         "refund_id": body.opt_id("id"),
-        "total": money_text(decimal_sum(t.amount("amount") for t in transactions)),
+        "total": money_text(
+            bounded(
+                decimal_sum(t.amount("amount") for t in transactions),
+                field=body.field("transactions"),
+            )
+        ),
         "currency": _single_currency(transactions, "currency"),
         "products": products,
     }
@@ -234,7 +245,9 @@ def _shopify_tags(body: Node) -> list[str] | None:
 
 def _shopify_customer(delivery: Delivery, *, time_key: str) -> list[CanonicalEvent]:
     body = delivery.body
-    created = body.iso_time("created_at").isoformat() if body.has("created_at") else None
+    created = (
+        body.iso_time("created_at", when=False).isoformat() if body.has("created_at") else None
+    )
     traits = {
         "first_name": body.text("first_name"),
         "last_name": body.text("last_name"),

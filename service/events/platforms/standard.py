@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any
 
 from service.events.canonical import (
+    MONEY_FIELDS,
     ORDER_CANCELLED,
     ORDER_COMPLETED,
     ORDER_REFUNDED,
@@ -147,7 +148,7 @@ BIGCOMMERCE_SCOPES: Mapping[str, Mapper] = {
 
 _SEGMENT_TYPES: Mapping[str, EventType] = {"track": "track", "identify": "identify", "page": "page"}
 # Segment sends money as numbers; the canonical event keeps it as decimal strings.
-_SEGMENT_MONEY = ("total", "revenue", "subtotal", "tax", "shipping", "discount", "value", "price")
+_SEGMENT_MONEY = MONEY_FIELDS
 
 
 def _segment_money(node: Node) -> dict[str, Any]:

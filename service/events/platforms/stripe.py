@@ -125,7 +125,9 @@ def _stripe_charge_refunded(delivery: Delivery) -> list[CanonicalEvent]:
 
 def _stripe_customer(delivery: Delivery) -> list[CanonicalEvent]:
     customer = _stripe_object(delivery)
-    created = customer.unix_time("created").isoformat() if customer.has("created") else None
+    created = (
+        customer.unix_time("created", when=False).isoformat() if customer.has("created") else None
+    )
     identifiers = Identifiers(
         platform_customer_id=customer.id("id"),
         email=customer.text("email"),

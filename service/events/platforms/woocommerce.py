@@ -19,6 +19,7 @@ from service.events.platforms.common import (
     Delivery,
     Mapper,
     Node,
+    bounded,
     compact,
     decimal_sum,
     ignored,
@@ -94,7 +95,10 @@ def _woo_refund(delivery: Delivery, *, occurred_at: datetime) -> CanonicalEvent 
     if not refunds and body.text("status") != "refunded":
         return None
     if refunds:
-        total = decimal_sum(refund.amount("total").copy_abs() for refund in refunds)
+        total = bounded(
+            decimal_sum(refund.amount("total").copy_abs() for refund in refunds),
+            field=body.field("refunds"),
+        )
     else:  # fully refunded, refunds not listed: the whole order
         total = body.amount("total")
     properties = {
@@ -131,7 +135,7 @@ def _woo_customer(delivery: Delivery, *, time_key: str) -> list[CanonicalEvent]:
     body = delivery.body
     billing = body.child_or_empty("billing")
     created = (
-        body.iso_time("date_created_gmt", naive_is_utc=True).isoformat()
+        body.iso_time("date_created_gmt", naive_is_utc=True, when=False).isoformat()
         if body.has("date_created_gmt")
         else None
     )
