@@ -104,10 +104,11 @@ class Listener:
         self.keys = keys
         self.rules_changed = rules_changed  # argument: a deployment was notified
         self._was_up = True  # log the first failure, and each recovery, once
+        self.stopped = False
 
     async def run(self) -> None:
         delay = RETRY_S[0]
-        while True:
+        while not self.stopped:
             try:
                 await self._session()
             except (psycopg.Error, OSError, TimeoutError) as exc:
@@ -136,9 +137,12 @@ class Listener:
             if not self._was_up:
                 log.info("invalidation_listener_back")
             self._was_up = True
-            while True:
+            while not self.stopped:
                 sent = time.monotonic()
-                await asyncio.wait_for(conn.execute("SELECT 1"), timeout=LIVE_S)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the task's
+                # cancellation when the query ends at the same moment (a stop that hangs).
+                async with asyncio.timeout(LIVE_S):
+                    await conn.execute("SELECT 1")
                 # Notifications committed before the proof was sent have arrived by now
                 # (they are handled just below, before trusting anything on them).
                 async for note in conn.notifies(timeout=0):

@@ -32,6 +32,7 @@ from service.settings import get_settings
 log = structlog.get_logger(__name__)
 
 COMPILE_WAIT_S = 10.0  # past this, new rules still compiling: the defaults, degraded
+STOP_WAIT_S = 5.0  # the listener's end at shutdown
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Reader:
         self.pool = pool
         self.keys = KeyCache()
         self._listener: asyncio.Task[None] | None = None
+        self._listening: Listener | None = None
         self._compiling: asyncio.Future[Active] | None = None
         self._rules_generation = 0  # a snapshot read across a rules change is not kept
         # (customer id, identity) → (snapshot, monotonic expiry); oldest first.
@@ -62,13 +64,17 @@ class Reader:
         """Listen for key and rule changes (keys.py), on a connection of its own."""
         conninfo = self.pool.conninfo  # the pool's server and credentials (open_pool)
         assert isinstance(conninfo, str)
-        listener = Listener(conninfo, keys=self.keys, rules_changed=self._rules_changed)
-        self._listener = asyncio.create_task(listener.run(), name="decisions-listener")
+        self._listening = Listener(conninfo, keys=self.keys, rules_changed=self._rules_changed)
+        self._listener = asyncio.create_task(self._listening.run(), name="decisions-listener")
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
+        if self._listener is None or self._listening is None:
+            return
+        self._listening.stopped = True
+        self._listener.cancel()
+        done, _ = await asyncio.wait({self._listener}, timeout=STOP_WAIT_S)
+        if not done:
+            log.warning("decisions_listener_not_stopped")
 
     async def read(self, **kwargs: Any) -> _Read | None:
         hit = self._cached(**kwargs)
@@ -169,7 +175,8 @@ class Reader:
             if active.deployment_id == deployment_id:
                 return active
             try:
-                await asyncio.wait_for(asyncio.shield(self._compile()), COMPILE_WAIT_S)
+                async with asyncio.timeout(COMPILE_WAIT_S):
+                    await asyncio.shield(self._compile())
             except Exception as exc:  # the defaults are served; the next request tries again
                 log.warning("decisions_rules_unavailable", error_type=type(exc).__name__)
                 return None
