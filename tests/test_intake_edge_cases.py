@@ -51,7 +51,11 @@ def test_a_lone_surrogate_is_rejected_alone(client: TestClient, keys) -> None:
     response = client.post(
         "/v1/events", content=body, headers={**keys["ingest"], "content-type": "application/json"}
     )
-    assert response.status_code == 200, response.text
+    # One event sent alone and refused is a 422 problem naming the field, with its result.
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"] == [
+        {"field": "properties.x", "message": response.json()["results"][0]["reason"]}
+    ]
     assert response.json()["rejected"] == 1
     assert client.get("/v1/quarantine", headers=keys["admin"]).status_code == 200
 
