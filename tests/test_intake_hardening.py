@@ -389,3 +389,33 @@ def test_a_webhook_amount_beyond_the_money_bound_is_kept_in_the_quarantine(
     response = send.standard(client, "bigcommerce", body)
     assert (response.status_code, response.json()["status"]) == (200, "quarantined")
     assert quarantined(session)[1][1] == "body"
+
+
+def test_names_that_cannot_be_stored_are_escaped_where_they_are_reported(
+    client: TestClient, session: Session, keys
+) -> None:
+    """A key holding a NUL or a lone surrogate is named in the answer and the quarantine
+    (as its escape), and a webhook's topic or id read from the body is stored escaped."""
+    body = (
+        b'{"batch":[{"type":"track","event":"x","userId":"u1",'
+        b'"properties":{"a\\u0000b":1,"c\\udc00":2}}]}'
+    )
+    [result] = raw_batch(client, keys, body)
+    assert outcome(result) == ("rejected", "properties.a\\u0000b")
+    assert quarantined(session)[0][1] == "properties.a\\u0000b"
+    bigcommerce = fixture("bigcommerce_order_created.json") | {"scope": "\u0000"}
+    response = send.standard(client, "bigcommerce", bigcommerce)
+    assert (response.status_code, response.json()["status"]) == (200, "ignored")
+    stripe = fixture("stripe_checkout_session_completed.json") | {
+        "id": "evt_\u0000",
+        "type": "checkout.session.completed\ud800",
+    }
+    response = send.stripe(client, json.dumps(stripe).encode())
+    assert (response.status_code, response.json()["status"]) == (200, "quarantined")
+    topics = session.execute(
+        text("SELECT topic, delivery_id FROM webhook_deliveries ORDER BY id")
+    ).all()
+    assert [tuple(t) for t in topics] == [
+        ("\\u0000", topics[0][1]),
+        ("checkout.session.completed\\ud800", "evt_\\u0000"),
+    ]

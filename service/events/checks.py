@@ -97,7 +97,8 @@ def unstorable(value: Any, *, path: str = "", first: Iterable[str] = ()) -> tupl
     if isinstance(value, Mapping):
         keys = [k for k in first if k in value] + [k for k in value if k not in first]
         for key in keys:
-            field = f"{path}.{key}" if path else str(key)
+            name = printable(key) if isinstance(key, str) else str(key)
+            field = f"{path}.{name}" if path else name
             why = _text_problem(key) if isinstance(key, str) else None
             found = (field, f"has a key that {why}") if why else unstorable(value[key], path=field)
             if found:
@@ -109,6 +110,14 @@ def unstorable(value: Any, *, path: str = "", first: Iterable[str] = ()) -> tupl
             if found:
                 return found
     return None
+
+
+def printable(value: str) -> str:
+    """`value` as text PostgreSQL stores: a NUL and a lone surrogate as their escapes.
+    For what names or reports a value (a field's path, a topic), not for the value."""
+    if _text_problem(value) is None:
+        return value
+    return value.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\u0000")
 
 
 def text_problem(value: str, *, field: str) -> str:

@@ -13,6 +13,7 @@ from sqlalchemy import Text, cast, func, select, text, update
 from sqlalchemy.orm import Session, defer
 
 from service.db import json_document
+from service.events.checks import printable
 from service.events.models import QuarantinedEvent, WebhookDelivery
 
 # Deliveries and the events they map to, any number in one round trip (concurrent
@@ -214,10 +215,10 @@ def quarantine(
     row = QuarantinedEvent(
         payload=_storable(payload),
         source=source,
-        topic=topic,
+        topic=printable(topic) if topic else topic,
         delivery_id=delivery,
-        reason=reason[:2000],
-        field=field,
+        reason=printable(reason)[:2000],
+        field=printable(field) if field else field,
     )
     session.add(row)
     session.flush()

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from service.errors import ProblemError, problem_responses
 from service.events import signatures
 from service.events.body import JsonError, limited_body, load_json
+from service.events.checks import printable
 from service.events.repository import Delivery
 from service.events.schemas import WebhookAck
 from service.events.writer import DeliveryWriter
@@ -106,7 +107,9 @@ def _json_field(body: bytes, *names: str) -> str | None:
         return None  # kept in the quarantine with the reason once stored
     if not isinstance(payload, dict):
         return None
-    return next((str(payload[n]) for n in names if payload.get(n)), None)
+    # Text that can be stored as the delivery's id or topic (a NUL escaped); the
+    # mapping refuses the value itself, naming the field.
+    return next((printable(str(payload[n])) for n in names if payload.get(n)), None)
 
 
 async def _receive(
