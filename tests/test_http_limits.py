@@ -4,9 +4,6 @@ route while they stream."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +22,9 @@ from service.app import create_app
 from service.auth.service import Scope
 from service.events import repository
 from service.settings import get_settings
-from tests import support
+from tests import api_process
+
+SHIPPED_RULES = Path(__file__).resolve().parent.parent / "rules"
 
 PROBLEM = "application/problem+json"
 BEYOND_64_BITS = str(2**64 + 7)
@@ -224,36 +223,14 @@ class Api:
 
 @pytest.fixture(scope="module")
 def api(make_database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    url = make_database("limits")
     tmp = tmp_path_factory.mktemp("limits")
-    env = {k: v for k, v in os.environ.items() if k not in ("BROKER_URL", "DATABASE_URL")}
-    env.update(DATABASE_URL=url, DATA_DIR=str(tmp / "data"), RULES_WATCH="false")
-    key = support.cli_key(env, "admin", name="limits")
-    port = support.free_port()
-    env.update(PORT=str(port))
-    log = tmp / "api.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "api"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
+    setup = api_process.setup(make_database("limits"), tmp, rules_dir=SHIPPED_RULES)
+    key = setup.key("admin", name="limits")
+    started = setup.start_api(tmp)
     try:
-        support.wait_for(lambda: _up(base), timeout=60)
-        yield Api(base, psutil.Process(server.pid), key, log)
+        yield Api(started.base, psutil.Process(started.process.pid), key, started.log)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def _up(base: str) -> bool | None:
-    try:
-        return httpx.get(f"{base}/healthz", timeout=2).status_code == 200 or None
-    except httpx.HTTPError:
-        return None
+        setup.stop()
 
 
 def _stream(size: int, chunk: int = MB) -> Iterator[bytes]:

@@ -27,7 +27,7 @@ from service.cli import main
 from service.language import loader
 from service.rules import deployments
 from service.settings import get_settings
-from tests import support
+from tests import api_process
 
 SHIPPED = Path(__file__).resolve().parent.parent / "rules"
 
@@ -229,40 +229,13 @@ def test_status_exits_non_zero_while_the_newest_attempt_is_rejected(
 
 @pytest.fixture
 def fresh_api(make_database, tmp_path: Path) -> Iterator[tuple[str, dict[str, str], Path]]:
-    url = make_database("fresh")
-    env = {k: v for k, v in os.environ.items() if k not in ("BROKER_URL",)}
-    port = support.free_port()
-    env.update(
-        DATABASE_URL=url,
-        DATA_DIR=str(tmp_path / "data"),
-        RULES_DIR=str(SHIPPED),
-        RULES_WATCH="false",
-        PORT=str(port),
-    )
-    key = support.cli_key(env, "storefront", "marketer", name="shop")
-    log = tmp_path / "api.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "api"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
+    setup = api_process.setup(make_database("fresh"), tmp_path, rules_dir=SHIPPED)
+    key = setup.key("storefront", "marketer", name="shop")
+    started = setup.start_api(tmp_path)
     try:
-        support.wait_for(lambda: _up(base), timeout=60)
-        yield base, key, log
+        yield started.base, key, started.log
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def _up(base: str) -> bool | None:
-    try:
-        return httpx.get(f"{base}/healthz", timeout=2).status_code == 200 or None
-    except httpx.HTTPError:
-        return None
+        setup.stop()
 
 
 @pytest.mark.slow
