@@ -40,7 +40,7 @@ from bench.ingest import fresh_database
 from service import db
 from service.actions.channels import signed_headers
 from tests import support
-from tests.sinks import HttpSink, http_sink
+from tests.support.sinks import HttpSink, http_sink
 
 WAITING = int(os.environ.get("BENCH_WAITING", "100000"))
 PROBES = int(os.environ.get("BENCH_PROBES", "300"))

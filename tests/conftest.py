@@ -24,10 +24,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from service import db
 from service.app import create_app
 from service.auth.service import Scope, create_key
-from service.db import get_engine, get_sessionmaker
-from service.settings import get_settings
-from service.worker import get_celery
 from tests import support
+from tests.support import clear_caches
 
 # Tests share one connection per test (rolled back), which a background thread must not
 # use: the rules watcher runs only in the tests that start the API as a process.
@@ -39,14 +37,6 @@ os.environ.setdefault("DECISION_BUDGET_MS", "5000")
 # Each decision reads the database: tests change a profile and decide again at once.
 # The cache's own test sets a TTL.
 os.environ.setdefault("DECISION_CACHE_TTL_S", "0")
-
-
-def clear_caches() -> None:
-    if get_engine.cache_info().currsize:
-        get_engine().dispose()
-    # The cached originals: tests may have monkeypatched the module attributes.
-    for cached in (get_settings, get_engine, get_sessionmaker, get_celery):
-        cached.cache_clear()
 
 
 @pytest.fixture(scope="session")
