@@ -108,7 +108,8 @@ def draw(model: PersonasFile, *, seed: int, index: int, start: datetime, end: da
         first_name=first,
         last_name=last,
         email=f"{local}.{index}@example.{('com', 'net', 'org')[index % 3]}",
-        phone=_phone(rng, country),
+        phone=_household_phone(model, seed=seed, index=index, start=start, end=end)
+        or _phone(index, country),
         city=fake.city(),
         country=country,
         locale=locale.replace("_", "-"),
@@ -138,15 +139,31 @@ def _ascii(text: str) -> str:
     return kept.strip(".") or "customer"
 
 
-def _phone(rng: np.random.Generator, country: str) -> str:
-    """A number in a range reserved for fiction or tests where the country has one."""
-    if country in ("US", "CA"):
-        return f"+1 202 555 {int(rng.integers(100, 200)):04d}"  # 555-0100..0199: fictional
+# A share of customers give the phone of the customer drawn before them (a household's
+# landline): the identity resolution then refuses to merge the two, as it should.
+HOUSEHOLD_SHARE = 0.02
+
+
+def _household_phone(
+    model: PersonasFile, *, seed: int, index: int, start: datetime, end: datetime
+) -> str | None:
+    if index == 0 or rng_for(seed, index, 3).random() >= HOUSEHOLD_SHARE:
+        return None
+    return draw(model, seed=seed, index=index - 1, start=start, end=end).phone
+
+
+def _phone(index: int, country: str) -> str:
+    """A number of the customer's country, its own: the subscriber part is the customer's
+    index, so no two customers of a store share one (shared phones would make the
+    identity resolution refuse merges that real stores rarely see). North American
+    numbers have an exchange starting with 0, which the numbering plan never assigns;
+    the others are not reserved for fiction, and no channel of the service dials them."""
     if country == "GB":
-        return f"+44 7700 900{int(rng.integers(0, 1000)):03d}"  # Ofcom's drama range
+        return f"+44 7700 {index % 1_000_000:06d}"
     if country == "DE":
-        return f"+49 30 {int(rng.integers(10_000_000, 99_999_999))}"
+        return f"+49 30 {10_000_000 + index % 90_000_000}"
     if country == "FR":
-        pairs = " ".join(f"{int(rng.integers(10, 99))}" for _ in range(4))
-        return f"+33 6 {pairs}"
-    return f"+1 202 555 {int(rng.integers(100, 200)):04d}"
+        digits = f"{index % 100_000_000:08d}"
+        return "+33 6 " + " ".join(digits[i : i + 2] for i in range(0, 8, 2))
+    area = (202, 212, 312, 415, 617, 713, 206, 305, 404, 503)[index // 1_000_000 % 10]
+    return f"+1 {area} 0{index % 1_000_000:06d}"

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from service.language.loader import RulesInvalid
+from service.profiles.identity import normalise_phone
 from service.synthetic import behaviour, catalogue, deliveries, history, live, personas, population
 from service.synthetic.behaviour import Kind
 from service.synthetic.sender import Sender, Target
@@ -176,6 +177,17 @@ def test_customer_i_is_the_same_in_a_small_and_a_large_store() -> None:
         again.persona,
         again.first_visit,
     )
+
+
+def test_customers_share_a_phone_only_as_a_household_and_never_an_email(big) -> None:
+    customers, _ = big
+    phones = [normalise_phone(c.phone) for c in customers]
+    assert None not in phones  # each one a possible number of its country
+    shared = len(customers) - len(set(phones))
+    # 2% of households give the phone of the customer before them: 40 of 2,000 expected
+    assert 20 <= shared <= 60, shared
+    assert all(phones[i] == phones[i - 1] for i in range(1, len(phones)) if phones[i] in phones[:i])
+    assert len({c.email for c in customers}) == len(customers)
 
 
 # --- through the real intake ------------------------------------------------------------------
