@@ -25,8 +25,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -34,7 +32,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import psycopg
 
 from bench.ingest import fresh_database
@@ -43,6 +40,7 @@ from service.synthetic import bulk, catalogue, history, live, personas
 from service.synthetic.sender import Sender, Target
 from service.synthetic.stored import COLUMNS, TABLES
 from tests import support
+from tests.support import api_process
 
 SMOKE = os.environ.get("BENCH_SMOKE") == "1"
 CUSTOMERS = int(os.environ.get("BENCH_CUSTOMERS", "60" if SMOKE else "20000"))
@@ -201,28 +199,16 @@ def api(url: str) -> Iterator[Target]:
         scope: support.cli_key(env, scope, name=f"bench-{scope}")
         for scope in ("ingest", "storefront")
     }
-    with tempfile.TemporaryDirectory(prefix="bench-synthetic-") as tmp:
-        log = Path(tmp) / "api.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "service.cli", "api"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            support.wait_for(lambda: httpx.get(f"{base}/healthz").status_code == 200, timeout=90)
-            yield Target(
-                base,
-                keys["ingest"]["Authorization"].removeprefix("Bearer "),
-                keys["storefront"]["Authorization"].removeprefix("Bearer "),
-                SECRETS,
-            )
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-synthetic-") as tmp,
+        api_process.running(env, Path(tmp) / "api.log") as api,
+    ):
+        yield Target(
+            api.base,
+            keys["ingest"]["Authorization"].removeprefix("Bearer "),
+            keys["storefront"]["Authorization"].removeprefix("Bearer "),
+            SECRETS,
+        )
 
 
 def send_history(target: Target) -> tuple[int, float]:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from service.events.service import resolve_pending
 from tests import support
+from tests.support import api_process
 
 pytestmark = pytest.mark.slow
 
@@ -81,21 +82,8 @@ def service(make_database: object, tmp_path_factory: pytest.TempPathFactory) -> 
     env = {k: v for k, v in os.environ.items() if k != "BROKER_URL"}
     env.update(DATABASE_URL=url, PORT=str(port), API_WORKERS="1")
     log = tmp_path_factory.mktemp("sdks") / "api.log"
-    with log.open("wb") as out:
-        api = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "api"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        support.wait_for(lambda: httpx.get(f"{base}/healthz").status_code == 200, timeout=60)
-        yield Service(base, url, env)
-    finally:
-        api.terminate()
-        api.wait(timeout=30)
+    with api_process.running(env, log, timeout=60) as api:
+        yield Service(api.base, url, env)
 
 
 def test_analytics_python_sends_unchanged(service: Service) -> None:

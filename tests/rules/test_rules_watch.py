@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests import support
+from tests.support import api_process
 
 pytestmark = pytest.mark.slow
 
@@ -35,14 +34,7 @@ def test_edits_are_picked_up_without_restart(make_database: object, tmp_path: Pa
     headers = support.cli_key(env, "marketer", name="w")
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "api.log"
-    with log.open("wb") as out:
-        api = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "api"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    api = api_process.launch("api", env, log)
 
     def versions() -> dict[str, int]:
         listed = httpx.get(f"{base}/v1/rules", headers=headers, timeout=5).json()

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,26 +58,44 @@ class Setup:
 
     def start_api(self, tmp: Path, **extra: str) -> ApiProcess:
         port = support.free_port()
-        log = tmp / f"api-{port}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [*CLI, "api"],
-                env={**self.env, **extra, "PORT": str(port)},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        api = ApiProcess(f"http://127.0.0.1:{port}", log, process)
+        env = {**self.env, **extra, "PORT": str(port)}
+        api = start(env, tmp / f"api-{port}.log")
         self.apis.append(api)
-        try:
-            support.wait_for(lambda: _up(api.base), timeout=90)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{api.tail()}") from None
         return api
 
     def stop(self) -> None:
         for api in self.apis:
             api.stop()
+
+
+def launch(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`personalize COMMAND` as a process of its own (a session: stopping it stops its
+    children), its output in `log`."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [*CLI, command], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def start(env: dict[str, str], log: Path, *, timeout: float = 90) -> ApiProcess:
+    """The API on `env`'s PORT, once /healthz answers; its log's tail if it never does."""
+    api = ApiProcess(f"http://127.0.0.1:{env['PORT']}", log, launch("api", env, log))
+    try:
+        support.wait_for(lambda: _up(api.base), timeout=timeout)
+    except AssertionError as exc:
+        api.stop()
+        raise AssertionError(f"{exc}\n{api.tail()}") from None
+    return api
+
+
+@contextmanager
+def running(env: dict[str, str], log: Path, *, timeout: float = 90) -> Iterator[ApiProcess]:
+    """The API on `env`'s PORT while the block runs."""
+    api = start(env, log, timeout=timeout)
+    try:
+        yield api
+    finally:
+        api.stop()
 
 
 def setup(url: str, tmp: Path, *, rules_dir: Path, **settings: str) -> Setup:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -40,7 +38,7 @@ from service.events import signatures
 from service.logging import configure
 from service.worker import get_celery
 from tests import support
-from tests.support import clear_caches
+from tests.support import api_process, clear_caches
 from tests.support.webhooks import fixture
 
 SHOPIFY_SECRET = "shpss_fault_test"
@@ -194,28 +192,8 @@ def api(database: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         WEBHOOK_SECRETS=json.dumps({"shopify": [SHOPIFY_SECRET]}),
     )
     log = tmp / "api.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "api"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        support.wait_for(lambda: _up(base), timeout=60)
-        yield Api(base, {"Authorization": f"Bearer {key}"}, url, log)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def _up(base: str) -> bool | None:
-    try:
-        return httpx.get(f"{base}/healthz", timeout=2).status_code == 200 or None
-    except httpx.HTTPError:
-        return None
+    with api_process.running(env, log, timeout=60) as api:
+        yield Api(api.base, {"Authorization": f"Bearer {key}"}, url, log)
 
 
 @dataclass

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -13,6 +11,7 @@ import psutil
 import pytest
 
 from tests import support
+from tests.support import api_process
 
 
 @pytest.mark.slow
@@ -23,14 +22,7 @@ def test_serve_runs_api_worker_scheduler_on_embedded_postgres(tmp_path: Path) ->
     env.update(DATA_DIR=str(data_dir), PORT=str(port), HEARTBEAT_INTERVAL_S="1")
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        serve = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    serve = api_process.launch("serve", env, log)
     children: list[psutil.Process] = []
     try:
 
