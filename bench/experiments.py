@@ -108,7 +108,7 @@ def main() -> None:
         lambda rng: peeking_rejections(
             rng=rng, runs=RUNS, units_per_day=daily, days=14, rate=0.05, lift=0.1
         ),
-        "(the price of peeking)",
+        "(no target)",
     )
     figure(
         f"+10% lift, as above, mSPRT tuned to N* = {2 * daily * 14:,}",
@@ -121,7 +121,7 @@ def main() -> None:
             lift=0.1,
             tuning_sample_size=2 * daily * 14,
         ),
-        "(the price of peeking)",
+        "(no target)",
     )
     figure(
         "SRM 52/48 of 20,000 units flagged (p < 0.001)",

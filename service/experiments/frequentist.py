@@ -54,7 +54,7 @@ def relative_lift(*, control: Moments, treatment: Moments, alpha: float = 0.05) 
     """(mean_t / mean_c) - 1 with its delta-method normal interval.
 
     Var ≈ var_t / (n_t mean_c²) + mean_t² var_c / (n_c mean_c⁴): the first-order expansion
-    of the ratio of two independent means.
+    of the ratio of two independent means. Undefined (NaN) when the control's mean is 0.
     """
     if control.mean == 0:
         return Interval(estimate=float("nan"), low=float("nan"), high=float("nan"))

@@ -66,6 +66,8 @@ def sequential_test(
     se2 = control.variance / control.n + treatment.variance / treatment.n
     if se2 <= 0:
         return SequentialResult(estimate, estimate, estimate, 1.0, 0.0)
+    if tau_squared is not None and tau_squared <= 0:
+        raise ValueError("the mixing variance must be positive")
     tau2 = tau_squared
     if tau2 is None:
         tau2 = mixing_variance(

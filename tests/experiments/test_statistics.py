@@ -123,3 +123,11 @@ def test_the_report_reads_every_treatment_against_the_control() -> None:
     assert report.treatments[1].probability_to_beat > 0.9
     with pytest.raises(ValueError, match="control"):
         analyze(variants=groups[:1], weights=[1])
+
+
+def test_the_sequential_test_on_degenerate_input() -> None:
+    flat = Moments(n=100, mean=0.0, variance=0.0)
+    assert sequential_test(control=flat, treatment=flat).p_value == 1.0
+    some = Moments(n=100, mean=1.0, variance=1.0)
+    with pytest.raises(ValueError, match="mixing variance"):
+        sequential_test(control=some, treatment=some, tau_squared=0.0)
