@@ -19,6 +19,7 @@ LAYERS = [
     "pipeline",  # set-aside items, the stage kernel
     "events",  # intake: webhooks, events API, the quarantine
     "language",  # the rule and segment file language and its engine
+    "experiments",  # pure: bucketing and statistics (the domain's tables come later)
     "profiles",  # identity resolution, traits, profile facts
     "segments",
     "rules",
