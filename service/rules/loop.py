@@ -17,15 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-import structlog
-
 from service.language.engine import CompiledRuleset, Engine
 from service.language.facts import TriggerEvent
 from service.rules import evaluator
 from service.rules.evaluator import Outcome, ProfileFacts
 from service.vocabulary import FiringStatus
-
-log = structlog.get_logger(__name__)
 
 NO_LONGER_ACTIVE = "the rule is no longer active"
 
@@ -142,9 +138,7 @@ class Loop:
     def _record(self, trigger: TriggerEvent, outcome: Outcome, *, now: datetime) -> None:
         version_id = self.version_ids.get(outcome.ruleset.name)
         firing = self.store.record(trigger, outcome, version_id=version_id, now=now)
-        if firing is None:
-            return
-        if outcome.status == FiringStatus.FIRED:
+        if firing is not None and outcome.status == FiringStatus.FIRED:
             self.fired(
                 Firing(
                     firing_id=firing,
@@ -156,13 +150,6 @@ class Loop:
                     at=now,
                 )
             )
-        log.info(
-            "rule_matched",
-            firing_id=firing,
-            event_id=trigger.id,
-            rule=outcome.rule.rule.id,
-            status=outcome.status,
-        )
 
     def _cancel_waiting(self, trigger: TriggerEvent, profile: ProfileFacts) -> None:
         """An event that ends a waiting rule's absence (a checkout for the waiting cart)
@@ -215,4 +202,3 @@ class Loop:
                     at=now,
                 )
             )
-        log.info("rule_decided", firing_id=wait.id, rule=wait.rule_id, status=outcome.status)

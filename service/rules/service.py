@@ -1,6 +1,7 @@
 """Rules in the running service: evaluating stored events exactly once, re-checking
-waiting rules at their due time, and putting set-aside items back. Which rules are
-active, reload and rollback: `deployments.py`."""
+waiting rules at their due time (both through the evaluation loop, `loop.py`, over
+PostgreSQL), and putting set-aside items back. Which rules are active:
+`service.ruleset.runtime`; reload and rollback: `deployments.py`."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
+import structlog
 from sqlalchemy.orm import Session
 
 from service.events.models import Event
@@ -16,6 +17,8 @@ from service.rules.evaluator import Outcome
 from service.rules.loop import NO_LONGER_ACTIVE, Wait
 from service.rules.models import RuleFiring
 from service.vocabulary import FiringStatus
+
+log = structlog.get_logger(__name__)
 
 
 def trigger_of(event: Event) -> TriggerEvent:
@@ -43,7 +46,7 @@ class DatabaseStore(repository.PgStore):
     ) -> int | None:
         assert version_id is not None, "a deployed rule has a version"
         waits = outcome.status == FiringStatus.SCHEDULED
-        return repository.insert_firing(
+        firing = repository.insert_firing(
             self.session,
             event_id=trigger.id,
             customer_id=trigger.customer_id,
@@ -61,6 +64,15 @@ class DatabaseStore(repository.PgStore):
             guard=evaluator.guard(outcome.rule, trigger) if waits else None,
             cancel_on=sorted(outcome.rule.cancelled_by) if waits else None,
         )
+        if firing is not None:
+            log.info(
+                "rule_matched",
+                firing_id=firing,
+                event_id=trigger.id,
+                rule=outcome.rule.rule.id,
+                status=outcome.status,
+            )
+        return firing
 
     def waiting(self, customer: uuid.UUID, *, event: str) -> Sequence[Wait]:
         return repository.scheduled_for(self.session, customer, event=event)
@@ -81,6 +93,8 @@ class DatabaseStore(repository.PgStore):
             wait.actions = outcome.actions
             wait.status, wait.reason = outcome.status, outcome.reason
         wait.decided_at = now
+        if outcome is not None:
+            log.info("rule_decided", firing_id=wait.id, rule=wait.rule_id, status=wait.status)
 
     def due(self, *, now: datetime, limit: int) -> Sequence[RuleFiring]:
         """Waiting rules due by `now`, locked (others take other ones), soonest first."""
