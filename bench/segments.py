@@ -250,7 +250,7 @@ PARTS = [
     ("service.segments.repository", "window_counts", "window counts (events)"),
     ("service.segments.repository", "open_memberships", "open memberships (select)"),
     ("service.language.facts", "Profile.facts", "profile facts (Python)"),
-    ("service.segments.definitions", "CompiledSegments.match", "match (durable-rules)"),
+    ("service.language.segments", "CompiledSegments.match", "match (durable-rules)"),
     ("service.segments.repository", "enter", "write: periods opened"),
     ("service.segments.repository", "leave", "write: periods closed"),
     ("service.segments.repository", "add_events", "write: Segment Entered/Left events"),
@@ -441,7 +441,7 @@ def drain_announcements(libpq: str) -> dict[str, Any]:
 def raw_reads(libpq: str, compiled: Any) -> dict[str, float]:
     """The reads of a pass, each as one query over every customer, every row fetched:
     seconds per query."""
-    from service.segments.definitions import window_bounds
+    from service.language.segments import window_bounds
     from service.settings import get_settings
 
     now = datetime.now(UTC)

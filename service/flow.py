@@ -5,7 +5,7 @@
                                  → profiles  rules (firings,       (due rows     (one task an
                                              actions)              to workers)   action)
     segment runs (refresh, backfill) ──► evaluate (their Segment Entered / Left events)
-    timers: waiting rules and actions that come due (rules.run_due, actions.hand_over)
+    timers: waiting rules and actions that come due (`run_due` here, actions.hand_over)
     decisions, health: read only
 
 Each stage drains its outbox (rows the previous stage committed) in batches, each in
@@ -30,8 +30,8 @@ from service.events import service as events
 from service.health import repository as health
 from service.pipeline.stages import Due, Periodic, Stage, StageName, drain
 from service.profiles import service as profiles
-from service.rules import deployments
 from service.rules import service as rules
+from service.ruleset.runtime import RUNTIME
 from service.segments import service as segments
 from service.settings import Settings, get_settings
 from service.worker import DatabaseTask
@@ -41,19 +41,29 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def evaluate_pending(session: Session, *, limit: int = 500, now: datetime | None = None) -> int:
+    """Rules evaluate the events resolved since; the rules that fire make their actions."""
+    return rules.evaluate_pending(session, act=actions.create_for_firing, limit=limit, now=now)
+
+
+def run_due(session: Session, *, limit: int = 500, now: datetime | None = None) -> int:
+    """Waiting rules whose time has come are decided; those that fire make their actions."""
+    return rules.run_due(session, act=actions.create_for_firing, limit=limit, now=now)
+
+
 def _advance_segment_runs(session: Session, batch: int) -> int:
     """One batch of customers of the oldest segment run; 1 if there was one."""
     run = segments.advance(
         session,
-        engine=deployments.RUNTIME.engine,
-        definitions=deployments.RUNTIME.active,
+        engine=RUNTIME.engine,
+        definitions=RUNTIME.active,
         batch=get_settings().segment_batch_size,
     )
     return 0 if run is None else 1
 
 
 def _start_refresh(session: Session) -> int | None:
-    active = deployments.RUNTIME.active(session)
+    active = RUNTIME.active(session)
     if active.segments is None:
         return None
     run = segments.start_refresh(session, segments=active.segments.segments)
@@ -81,7 +91,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         StageName.EVALUATE,
-        step=lambda session, n: rules.evaluate_pending(session, limit=n),
+        step=lambda session, n: evaluate_pending(session, limit=n),
         batch=500,
         budget_s=10.0,
         sweep_s=_sweep,
@@ -118,7 +128,7 @@ PERIODIC: tuple[Periodic, ...] = (
 
 # Run by `personalize timers` (several may run: rows are claimed with SKIP LOCKED).
 DUE: tuple[Due, ...] = (
-    Due("waiting-rules", step=lambda session, n: rules.run_due(session, limit=n), batch=500),
+    Due("waiting-rules", step=lambda session, n: run_due(session, limit=n), batch=500),
     Due(
         "actions",
         step=lambda session, n: len(actions.hand_over(session, now=_now(), limit=n)),

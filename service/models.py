@@ -9,6 +9,7 @@ from service.health import models as health_models
 from service.pipeline import models as pipeline_models
 from service.profiles import models as profiles_models
 from service.rules import models as rules_models
+from service.ruleset import models as ruleset_models
 from service.segments import models as segments_models
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     "pipeline_models",
     "profiles_models",
     "rules_models",
+    "ruleset_models",
     "segments_models",
 ]

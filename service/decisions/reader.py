@@ -26,7 +26,7 @@ from service import db
 from service.decisions import repository
 from service.decisions.keys import KeyCache, Listener
 from service.decisions.repository import Snapshot
-from service.rules.deployments import RUNTIME, Active
+from service.ruleset.runtime import RUNTIME, Active
 from service.settings import get_settings
 
 log = structlog.get_logger(__name__)

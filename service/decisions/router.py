@@ -27,7 +27,7 @@ from service.decisions.repository import Snapshot
 from service.decisions.schemas import DecisionIn, DecisionOut
 from service.errors import FieldError, ProblemError, problem_responses
 from service.profiles.identity import ANONYMOUS_ID, USER_ID, lookup_key
-from service.rules.deployments import RUNTIME, Active
+from service.ruleset.runtime import RUNTIME, Active
 from service.settings import get_settings
 
 router = APIRouter(tags=["decisions"])

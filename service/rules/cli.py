@@ -59,8 +59,8 @@ def run_tests(directory: Path | None) -> None:
     failure)."""
     from service.language.engine import Engine
     from service.language.loader import LoadedSegment
+    from service.language.segments import run_tests as run_segment_file
     from service.rules.testing import run_file
-    from service.segments.definitions import run_tests as run_segment_file
 
     engine = Engine()
     defaults = get_settings().consent_defaults
@@ -96,7 +96,7 @@ def simulate(directory: Path | None, since: str, until: str | None) -> None:
     from service.db import transaction
     from service.embedded import database as _database
     from service.rules import simulate as sim
-    from service.rules.deployments import RUNTIME
+    from service.ruleset.runtime import RUNTIME
 
     loaded, _segments = _load(_dir(directory))
     _database()
@@ -163,7 +163,7 @@ def status() -> None:
     attempt was rejected (the rules before it still run), 3 when no rules are active."""
     from service.db import transaction
     from service.embedded import database as _database
-    from service.rules import repository
+    from service.ruleset import repository
 
     _database()
     code = STATUS_OK

@@ -1,11 +1,10 @@
-"""Which rule and segment files are active: the deployments (every process runs the
-newest active one, so a change is one committed row: all files or none), reload and
-rollback, and each process's compiled copy of the active deployment (`RUNTIME`)."""
+"""Changing which rule and segment files are active: reload from a directory and
+rollback, each one committed deployment row (all files or none); a change to the
+segment definitions starts their backfill. What runs: `service.ruleset.runtime`."""
 
 from __future__ import annotations
 
 import hashlib
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,96 +13,24 @@ import structlog
 from sqlalchemy.orm import Session
 
 from service.language import loader
-from service.language.engine import CompiledRuleset, Engine
 from service.language.loader import SEGMENT_PREFIX, LoadedRuleset, LoadedSegment, RulesInvalid
-from service.rules import repository
-from service.rules.models import RuleDeployment
+from service.ruleset import repository
+from service.ruleset.models import RuleDeployment
 from service.segments import service as segments
-from service.segments.definitions import CompiledSegments, compile_segments
+from service.vocabulary import DeploymentStatus
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class Active:
-    deployment_id: int | None
-    rulesets: list[CompiledRuleset]
-    # ruleset name, or `segment:<name>` → ruleset_versions.id
-    version_ids: dict[str, int]
-    segments: CompiledSegments | None = None
-
-    def ruleset(self, name: str) -> CompiledRuleset | None:
-        return next((r for r in self.rulesets if r.name == name), None)
-
-
-class _Runtime:
-    """The process's engine and its compiled copy of the active deployment."""
-
-    def __init__(self) -> None:
-        self.engine = Engine()
-        self._active = Active(None, [], {})
-        self._lock = threading.Lock()
-        self._compiling = threading.Lock()
-
-    def active(self, session: Session) -> Active:
-        deployment_id = repository.active_deployment_id(session)
-        with self._lock:
-            if deployment_id == self._active.deployment_id:
-                return self._active
-        # One thread compiles; the others wait for it (the decision endpoint asks from
-        # many requests at once when the rules change, and each compile parses every file).
-        with self._compiling:
-            with self._lock:
-                if deployment_id == self._active.deployment_id:
-                    return self._active
-            active = self._compile(session, deployment_id)
-            with self._lock:
-                self._active = active
-        log.info("rules_compiled", deployment_id=deployment_id)
-        return active
-
-    def _compile(self, session: Session, deployment_id: int | None) -> Active:
-        compiled, ids, segment_files = [], {}, []
-        if deployment_id is not None:
-            deployment = repository.get_deployment(session, deployment_id)
-            assert deployment is not None
-            for row in repository.versions(session, deployment.version_ids):
-                ids[row.name] = row.id
-                if row.name.startswith(SEGMENT_PREFIX):
-                    segment_files.append(loader.load_segment_source(row.file, row.source))
-                else:
-                    compiled.append(self.engine.compile(loader.load_source(row.file, row.source)))
-        return Active(deployment_id, compiled, ids, compile_segments(self.engine, segment_files))
-
-    def cached(self) -> Active:
-        """The active rules last read, without asking the database."""
-        with self._lock:
-            return self._active
-
-    def from_files(self, directory: Path) -> Active:
-        """The rule files on disk, compiled but not activated: what a process serves
-        before it has ever reached the database."""
-        try:
-            loaded, segment_files = loader.load_all(directory)
-        except (RulesInvalid, OSError):
-            return Active(None, [], {})
-        return Active(
-            None,
-            [self.engine.compile(item) for item in loaded],
-            {},
-            compile_segments(self.engine, segment_files),
-        )
-
-
-RUNTIME = _Runtime()
 
 
 # --- reload and rollback --------------------------------------------------------------------
 
 
+UNCHANGED = "unchanged"  # a reload of the files already active
+
+
 @dataclass(frozen=True)
 class ReloadResult:
-    status: str  # active | rejected | unchanged
+    status: str  # active | rejected | unchanged (DeploymentStatus, or UNCHANGED)
     deployment_id: int | None
     errors: list[dict[str, Any]]
 
@@ -126,10 +53,10 @@ def reload(session: Session, *, directory: Path, origin: str) -> ReloadResult:
     last = repository.latest_deployment(session, from_files=True)
     active_id = repository.active_deployment_id(session)
     if last is not None and last.files_hash == digest:
-        if last.status == "rejected":  # the same files again: the same errors, recorded once
-            return ReloadResult("rejected", last.id, last.errors)
+        if last.status == DeploymentStatus.REJECTED:  # the same files: the same errors, once
+            return ReloadResult(DeploymentStatus.REJECTED, last.id, last.errors)
         if active_id is not None:
-            return ReloadResult("unchanged", active_id, [])
+            return ReloadResult(UNCHANGED, active_id, [])
     try:
         loaded, segment_files = loader.load_all(directory)
     except RulesInvalid as exc:
@@ -137,7 +64,7 @@ def reload(session: Session, *, directory: Path, origin: str) -> ReloadResult:
         deployment = repository.add_deployment(
             session,
             origin=origin,
-            status="rejected",
+            status=DeploymentStatus.REJECTED,
             files_hash=digest,
             version_ids=[],
             errors=errors,
@@ -145,11 +72,11 @@ def reload(session: Session, *, directory: Path, origin: str) -> ReloadResult:
         log.error(
             "rules_rejected", deployment_id=deployment.id, errors=[str(e) for e in exc.errors]
         )
-        return ReloadResult("rejected", deployment.id, errors)
+        return ReloadResult(DeploymentStatus.REJECTED, deployment.id, errors)
     deployment = _activate(
         session, loaded, segment_files, origin=origin, files_hash=digest, previous=active_id
     )
-    return ReloadResult("active", deployment.id, [])
+    return ReloadResult(DeploymentStatus.ACTIVE, deployment.id, [])
 
 
 def _activate(
@@ -174,7 +101,12 @@ def _activate(
         for item in files
     ]
     deployment = repository.add_deployment(
-        session, origin=origin, status="active", files_hash=files_hash, version_ids=ids, errors=[]
+        session,
+        origin=origin,
+        status=DeploymentStatus.ACTIVE,
+        files_hash=files_hash,
+        version_ids=ids,
+        errors=[],
     )
     _segments_changed(session, previous, ids)
     log.info(
@@ -195,7 +127,7 @@ def rollback(
     current = repository.get_deployment(session, current_id) if current_id else None
     if deployment_id is not None:
         target = repository.get_deployment(session, deployment_id)
-        if target is None or target.status != "active":
+        if target is None or target.status != DeploymentStatus.ACTIVE:
             raise LookupError(f"no active deployment {deployment_id} to go back to")
         ids, note = list(target.version_ids), f"back to deployment {deployment_id}"
     elif version_id is not None:
@@ -216,7 +148,7 @@ def rollback(
     deployment = repository.add_deployment(
         session,
         origin="rollback",
-        status="active",
+        status=DeploymentStatus.ACTIVE,
         files_hash=None,
         version_ids=ids,
         errors=[],

@@ -8,13 +8,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from service.language.engine import CompiledRule, CompiledRuleset, Engine, Window
 from service.language.facts import TriggerEvent, lookup, render, same_values
 from service.language.schema import AbsentSpec, CountSpec, action_kind, parse_duration
-
-Status = Literal["fired", "scheduled", "suppressed", "cancelled"]
+from service.vocabulary import FiringStatus
 
 
 class ProfileFacts(Protocol):
@@ -56,7 +55,7 @@ class Store(Protocol):
 class Outcome:
     ruleset: CompiledRuleset
     rule: CompiledRule
-    status: Status
+    status: FiringStatus
     due_at: datetime
     facts: dict[str, Any]
     actions: list[dict[str, Any]]
@@ -106,7 +105,7 @@ def evaluate(
                 Outcome(
                     ruleset=ruleset,
                     rule=rule,
-                    status="scheduled" if due > now else "fired",
+                    status=FiringStatus.SCHEDULED if due > now else FiringStatus.FIRED,
                     due_at=max(due, now),
                     facts=facts_used(rule, tree, history),
                     actions=actions_of(rule, tree),
@@ -142,17 +141,19 @@ def recheck(
     outcome = Outcome(
         ruleset=ruleset,
         rule=rule,
-        status="fired",
+        status=FiringStatus.FIRED,
         due_at=now,
         facts=facts_used(rule, tree, history),
         actions=actions_of(rule, tree),
     )
     if not fired:
-        outcome.status = "cancelled"
+        outcome.status = FiringStatus.CANCELLED
         outcome.reason = "; ".join(broken) or "its conditions no longer hold"
         return outcome
     if event.occurred_at + rule.wait > now:
-        outcome.status = "scheduled"  # not due yet (re-checked early by a cancelling event)
+        outcome.status = (
+            FiringStatus.SCHEDULED
+        )  # not due yet (re-checked early by a cancelling event)
         return outcome
     _arbitrate([outcome], customer=event.customer_id, store=store, now=now, exclude=firing)
     return outcome
@@ -269,10 +270,10 @@ def _arbitrate(
     winners: dict[str, Outcome] = {}
     for outcome in sorted(outcomes, key=lambda o: -o.rule.rule.priority):
         group = outcome.group
-        if group is None or outcome.status not in ("fired", "scheduled"):
+        if group is None or outcome.status not in (FiringStatus.FIRED, FiringStatus.SCHEDULED):
             continue
         if group in winners:
-            outcome.status = "suppressed"
+            outcome.status = FiringStatus.SUPPRESSED
             outcome.reason = f"{winners[group].rule.rule.id} has priority in group {group}"
             continue
         limits = outcome.rule.rule.limits
@@ -282,7 +283,7 @@ def _arbitrate(
             customer=customer, group=group, since=now - cooldown, exclude=exclude
         )
         if acted is not None:
-            outcome.status = "suppressed"
+            outcome.status = FiringStatus.SUPPRESSED
             outcome.reason = (
                 f"group {group} acted at {acted.isoformat()} (cooldown {limits.cooldown})"
             )

@@ -1,5 +1,4 @@
-"""SQL for rules: versions and deployments, the events outbox, the facts rules read,
-and the decision log."""
+"""SQL for rules: the events outbox, the facts rules read, and the decision log."""
 
 from __future__ import annotations
 
@@ -12,107 +11,14 @@ from sqlalchemy import BigInteger, Row, any_, bindparam, literal, or_, select, t
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.orm import Session
 
-from service.db import advisory_xact_locks, json_document
+from service.db import json_document
 from service.events.models import Event
 from service.language.facts import stored_filter, trigger_name
-from service.rules.models import SET_ASIDE, RuleDeployment, RuleFiring, RulesetVersion
+from service.rules.models import RuleFiring
 from service.segments.models import EVENT_SOURCE
+from service.vocabulary import FiringStatus
 
-# --- versions and deployments ---------------------------------------------------------------
-
-
-def ensure_version(
-    session: Session, *, name: str, version: int, content_hash: str, file: str, source: str
-) -> int:
-    session.execute(
-        insert(RulesetVersion)
-        .values(name=name, version=version, content_hash=content_hash, file=file, source=source)
-        .on_conflict_do_nothing(index_elements=["name", "content_hash"])
-    )
-    version_id: int = session.execute(
-        select(RulesetVersion.id).where(
-            RulesetVersion.name == name, RulesetVersion.content_hash == content_hash
-        )
-    ).scalar_one()
-    return version_id
-
-
-def versions(session: Session, ids: Iterable[int]) -> list[RulesetVersion]:
-    wanted = list(ids)
-    rows = session.scalars(select(RulesetVersion).where(RulesetVersion.id.in_(wanted))).all()
-    by_id = {r.id: r for r in rows}
-    return [by_id[i] for i in wanted if i in by_id]
-
-
-def version_history(session: Session, name: str) -> Sequence[RulesetVersion]:
-    return session.scalars(
-        select(RulesetVersion).where(RulesetVersion.name == name).order_by(RulesetVersion.id.desc())
-    ).all()
-
-
-def get_version(session: Session, version_id: int) -> RulesetVersion | None:
-    return session.get(RulesetVersion, version_id)
-
-
-def lock_deployments(session: Session) -> None:
-    """Serialise changes to the active rules (several API processes watch `rules/`)."""
-    advisory_xact_locks(session, ["rule_deployments"])
-
-
-def active_deployment_id(session: Session) -> int | None:
-    return session.execute(
-        select(RuleDeployment.id)
-        .where(RuleDeployment.status == "active")
-        .order_by(RuleDeployment.id.desc())
-        .limit(1)
-    ).scalar_one_or_none()
-
-
-def get_deployment(session: Session, deployment_id: int) -> RuleDeployment | None:
-    return session.get(RuleDeployment, deployment_id)
-
-
-def latest_deployment(session: Session, *, from_files: bool = False) -> RuleDeployment | None:
-    query = select(RuleDeployment).order_by(RuleDeployment.id.desc()).limit(1)
-    if from_files:
-        query = query.where(RuleDeployment.files_hash.is_not(None))
-    return session.scalars(query).first()
-
-
-def add_deployment(
-    session: Session,
-    *,
-    origin: str,
-    status: str,
-    files_hash: str | None,
-    version_ids: list[int],
-    errors: list[dict[str, Any]],
-    note: str | None = None,
-) -> RuleDeployment:
-    deployment = RuleDeployment(
-        origin=origin,
-        status=status,
-        files_hash=files_hash,
-        version_ids=version_ids,
-        errors=errors,
-        note=note,
-    )
-    session.add(deployment)
-    session.flush()
-    return deployment
-
-
-def deployments(session: Session, *, limit: int) -> Sequence[RuleDeployment]:
-    return session.scalars(
-        select(RuleDeployment).order_by(RuleDeployment.id.desc()).limit(limit)
-    ).all()
-
-
-def rejected_count(session: Session) -> int:
-    count: int = session.execute(
-        text("SELECT count(*) FROM rule_deployments WHERE status = 'rejected'")
-    ).scalar_one()
-    return count
+# --- health ---------------------------------------------------------------------------------
 
 
 def metrics_snapshot(session: Session) -> Row[Any]:
@@ -174,6 +80,18 @@ def mark_evaluated(session: Session, ids: Sequence[int], *, at: datetime) -> Non
 def unmark_evaluated(session: Session, event_id: int) -> None:
     """Put an event back in the outbox (a set-aside event replayed)."""
     session.execute(update(Event).where(Event.id == event_id).values(evaluated_at=None))
+
+
+def events_between(session: Session, *, since: datetime, until: datetime) -> Iterable[Event]:
+    """Customers' events in [since, until], in time order, streamed."""
+    return session.scalars(
+        select(Event)
+        .where(
+            Event.customer_id.is_not(None), Event.occurred_at >= since, Event.occurred_at <= until
+        )
+        .order_by(Event.occurred_at, Event.id)
+        .execution_options(yield_per=1000)
+    )
 
 
 def get_event(session: Session, event_id: int) -> Event | None:
@@ -292,7 +210,7 @@ def insert_firing(session: Session, **values: Any) -> int | None:
 def claim_due(session: Session, *, now: datetime, limit: int) -> Sequence[RuleFiring]:
     return session.scalars(
         select(RuleFiring)
-        .where(RuleFiring.status == "scheduled", RuleFiring.due_at <= now)
+        .where(RuleFiring.status == FiringStatus.SCHEDULED, RuleFiring.due_at <= now)
         .order_by(RuleFiring.due_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -303,8 +221,8 @@ def reschedule_set_aside(session: Session, firing_id: int) -> None:
     """A set-aside waiting rule is due again (its due time has passed: at once)."""
     session.execute(
         update(RuleFiring)
-        .where(RuleFiring.id == firing_id, RuleFiring.status == SET_ASIDE)
-        .values(status="scheduled", reason=None)
+        .where(RuleFiring.id == firing_id, RuleFiring.status == FiringStatus.SET_ASIDE)
+        .values(status=FiringStatus.SCHEDULED, reason=None)
     )
 
 
@@ -312,7 +230,7 @@ def scheduled_for(session: Session, customer: uuid.UUID, *, event: str) -> Seque
     """The customer's waiting rules that `event` may cancel."""
     return session.scalars(
         select(RuleFiring)
-        .where(RuleFiring.customer_id == customer, RuleFiring.status == "scheduled")
+        .where(RuleFiring.customer_id == customer, RuleFiring.status == FiringStatus.SCHEDULED)
         .where(or_(RuleFiring.cancel_on.is_(None), literal(event) == any_(RuleFiring.cancel_on)))
         .order_by(RuleFiring.id)
         .with_for_update(skip_locked=True)

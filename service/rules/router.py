@@ -15,7 +15,6 @@ from service.language import loader
 from service.params import id_cursor
 from service.profiles import service as profiles
 from service.rules import deployments, repository
-from service.rules.models import RuleDeployment
 from service.rules.schemas import (
     DeploymentOut,
     FiringOut,
@@ -28,7 +27,10 @@ from service.rules.schemas import (
     StatusOut,
     VersionOut,
 )
+from service.ruleset import repository as deployed
+from service.ruleset.models import RuleDeployment
 from service.settings import get_settings
+from service.vocabulary import DeploymentStatus
 
 router = APIRouter(prefix="/v1/rules", tags=["rules"])
 Marketer = Annotated[ApiKey, Depends(require(Scope.MARKETER))]
@@ -52,10 +54,10 @@ def _deployment(d: RuleDeployment | None) -> DeploymentOut | None:
 def list_rules(session: DbSession, _: Marketer) -> RulesOut:
     """The active rulesets, their versions and rules (scope `marketer`). The active
     segment definitions are listed by `GET /v1/segments`."""
-    deployment_id = repository.active_deployment_id(session)
-    deployment = repository.get_deployment(session, deployment_id) if deployment_id else None
+    deployment_id = deployed.active_deployment_id(session)
+    deployment = deployed.get_deployment(session, deployment_id) if deployment_id else None
     rulesets = []
-    for row in repository.versions(session, deployment.version_ids if deployment else []):
+    for row in deployed.versions(session, deployment.version_ids if deployment else []):
         if row.name.startswith(loader.SEGMENT_PREFIX):
             continue
         definition = loader.load_source(row.file, row.source).definition
@@ -94,13 +96,13 @@ def list_rules(session: DbSession, _: Marketer) -> RulesOut:
 def rules_status(session: DbSession, _: Marketer) -> StatusOut:
     """The active deployment and the newest attempt to change it, with its errors
     (file, line, what is wrong) when it was rejected (scope `marketer`)."""
-    active_id = repository.active_deployment_id(session)
-    last = repository.latest_deployment(session)
+    active_id = deployed.active_deployment_id(session)
+    last = deployed.latest_deployment(session)
     return StatusOut(
-        active=_deployment(repository.get_deployment(session, active_id) if active_id else None),
+        active=_deployment(deployed.get_deployment(session, active_id) if active_id else None),
         last_attempt=_deployment(last),
-        healthy=last is None or last.status == "active",
-        rejected_total=repository.rejected_count(session),
+        healthy=last is None or last.status == DeploymentStatus.ACTIVE,
+        rejected_total=deployed.rejected_count(session),
     )
 
 
@@ -113,7 +115,7 @@ def reload_rules(session: DbSession, _: Marketer) -> Any:
     """Read `rules/` and activate it if every file is valid; otherwise 422 with every
     error, and the active rules keep running (scope `marketer`)."""
     result = deployments.reload(session, directory=get_settings().rules_dir, origin="api")
-    if result.status == "rejected":
+    if result.status == DeploymentStatus.REJECTED:
         # Returned, not raised: the rejected attempt is recorded (committed) for /status.
         first = result.errors[0]
         return problem_response(
@@ -150,7 +152,7 @@ def list_deployments(
     session: DbSession, _: Marketer, limit: Annotated[int, Query(ge=1, le=200)] = 20
 ) -> list[DeploymentOut]:
     """Recent reloads and rollbacks, newest first (scope `marketer`)."""
-    return [d for d in map(_deployment, repository.deployments(session, limit=limit)) if d]
+    return [d for d in map(_deployment, deployed.deployments(session, limit=limit)) if d]
 
 
 @router.get(
@@ -167,7 +169,7 @@ def list_versions(name: str, session: DbSession, _: Marketer) -> list[VersionOut
             file=v.file,
             first_loaded_at=v.first_loaded_at,
         )
-        for v in repository.version_history(session, name)
+        for v in deployed.version_history(session, name)
     ]
 
 

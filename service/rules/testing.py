@@ -7,19 +7,12 @@ cancels them), and compares which rules acted, and when, with `expect`.
 
 from __future__ import annotations
 
-import itertools
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from dataclasses import dataclass
+from datetime import timedelta
 
 from service.language.engine import CompiledRuleset, Engine
-from service.language.facts import (
-    TriggerEvent,
-    matches_same,
-    stored_filter,
-    trigger_name,
-)
+from service.language.facts import TriggerEvent, stored_filter, trigger_name
 from service.language.given import START, GivenProfile
 from service.language.loader import LoadedRuleset
 from service.language.schema import (
@@ -29,76 +22,10 @@ from service.language.schema import (
     parse_duration,
     placement_key,
 )
-from service.rules import evaluator
+from service.rules.loop import Loop, SetClock
+from service.rules.memory import EventLog, MemoryStore, Replay, StoredEvent
 
 CUSTOMER = uuid.UUID(int=1)
-
-
-@dataclass
-class _Stored:
-    id: int
-    type: str
-    name: str | None
-    occurred_at: datetime
-    properties: dict[str, Any]
-
-
-@dataclass
-class MemoryStore:
-    """History for one test's customer: its events and its rules' outcomes."""
-
-    events: list[_Stored] = field(default_factory=list)
-    acted: dict[int, tuple[str, datetime]] = field(default_factory=dict)  # id → (group, at)
-
-    def _named(self, name: str) -> list[_Stored]:
-        type_, stored_name = stored_filter(name)
-        return [e for e in self.events if e.type == type_ and stored_name in (None, e.name)]
-
-    def count(
-        self,
-        *,
-        customer: uuid.UUID,
-        event: str,
-        since: datetime,
-        until: datetime,
-        same: dict[str, Any] | None,
-    ) -> int:
-        return sum(
-            1
-            for e in self._named(event)
-            if since <= e.occurred_at <= until and matches_same(e.properties, same or {})
-        )
-
-    def first_of(
-        self,
-        *,
-        customer: uuid.UUID,
-        events: list[str],
-        since: datetime,
-        until: datetime,
-        same: dict[str, Any] | None,
-        exclude: int,
-    ) -> tuple[str, datetime] | None:
-        found = [
-            (e.occurred_at, e.id, name)
-            for name in events
-            for e in self._named(name)
-            if since <= e.occurred_at <= until
-            and e.id != exclude
-            and matches_same(e.properties, same or {})
-        ]
-        if not found:
-            return None
-        at, _id, name = min(found)
-        return name, at
-
-    def group_acted(
-        self, *, customer: uuid.UUID, group: str, since: datetime, exclude: int | None
-    ) -> datetime | None:
-        times = [
-            at for i, (g, at) in self.acted.items() if g == group and at >= since and i != exclude
-        ]
-        return max(times, default=None)
 
 
 @dataclass
@@ -135,45 +62,26 @@ def _run(
     if test.decide is not None:
         shown = _decide(test.decide, ruleset, profile, engine=engine, defaults=consent_defaults)
         return TestResult(file=file, name=test.name, failures=_compare(test, shown), acted=shown)
-    store = MemoryStore()
-    ids = itertools.count(1)
-    waiting: list[tuple[datetime, int, TriggerEvent, str]] = []  # due, firing id, trigger, rule
+    log = EventLog()
+    store = MemoryStore(history=log)
+    clock = SetClock(START)
     acted: list[tuple[str, timedelta]] = []
-
-    def run_due(before: datetime | None) -> None:
-        """Decide the waits due before `before`: one due at the very instant of an event
-        is decided after it (the event is inside its window, which includes its end)."""
-        waiting.sort(key=lambda w: (w[0], w[1]))
-        while waiting and (before is None or waiting[0][0] < before):
-            due, firing, trigger, rule_id = waiting.pop(0)
-            outcome = evaluator.recheck(
-                engine=engine,
-                ruleset=ruleset,
-                rule_id=rule_id,
-                event=trigger,
-                profile=profile,
-                store=store,
-                now=due,
-                consent_defaults=consent_defaults,
-                firing=firing,
-            )
-            if outcome.status == "fired":
-                acted.append((rule_id, due - START))
-                if outcome.group:
-                    store.acted[firing] = (outcome.group, due)
-            else:
-                store.acted.pop(firing, None)
-
-    for item in sorted(test.events, key=lambda e: parse_duration(e.at)):
+    loop = Loop(
+        engine=engine,
+        rulesets=[ruleset],
+        store=store,
+        clock=clock,
+        fired=lambda firing: acted.append((firing.rule_id, firing.at - START)),
+        consent_defaults=consent_defaults,
+    )
+    replay = Replay(loop=loop, store=store, clock=clock, profile_of=lambda _customer: profile)
+    for number, item in enumerate(sorted(test.events, key=lambda e: parse_duration(e.at)), 1):
         now = START + parse_duration(item.at)
-        run_due(now)
         type_, name = _stored_as(item.event)
-        stored = _Stored(
-            id=next(ids), type=type_, name=name, occurred_at=now, properties=item.properties
-        )
-        store.events.append(stored)
+        replay.run_due(before=now)
+        log.events.append(StoredEvent(number, type_, name, now, item.properties))
         trigger = TriggerEvent(
-            id=stored.id,
+            id=number,
             customer_id=CUSTOMER,
             source="test",
             type=type_,
@@ -182,38 +90,8 @@ def _run(
             properties=item.properties,
             context=item.context,
         )
-        for wait in [w for w in waiting if item.event in ruleset.rules[w[3]].cancelled_by]:
-            outcome = evaluator.recheck(
-                engine=engine,
-                ruleset=ruleset,
-                rule_id=wait[3],
-                event=wait[2],
-                profile=profile,
-                store=store,
-                now=now,
-                consent_defaults=consent_defaults,
-                firing=wait[1],
-            )
-            if outcome.status == "cancelled":
-                waiting.remove(wait)
-                store.acted.pop(wait[1], None)
-        for outcome in evaluator.evaluate(
-            engine=engine,
-            rulesets=[ruleset],
-            event=trigger,
-            profile=profile,
-            store=store,
-            now=now,
-            consent_defaults=consent_defaults,
-        ):
-            firing = next(ids)
-            if outcome.status in ("fired", "scheduled") and outcome.group:
-                store.acted[firing] = (outcome.group, now)
-            if outcome.status == "fired":
-                acted.append((outcome.rule.rule.id, now - START))
-            elif outcome.status == "scheduled":
-                waiting.append((outcome.due_at, firing, trigger, outcome.rule.rule.id))
-    run_due(None)
+        replay.play(trigger)
+    replay.run_due()
     return TestResult(file=file, name=test.name, failures=_compare(test, acted), acted=acted)
 
 

@@ -14,7 +14,8 @@ import structlog
 import watchfiles
 
 from service import db
-from service.rules import deployments, repository
+from service.rules import deployments
+from service.ruleset import repository
 
 log = structlog.get_logger(__name__)
 
@@ -23,7 +24,7 @@ def reload_once(directory: Path, *, origin: str) -> None:
     try:
         with db.transaction() as session:
             result = deployments.reload(session, directory=directory, origin=origin)
-        if result.status != "unchanged":
+        if result.status != deployments.UNCHANGED:
             log.info(
                 "rules_reloaded", origin=origin, status=result.status, errors=len(result.errors)
             )

@@ -18,7 +18,7 @@ from service.errors import ProblemError, problem_responses
 from service.language.schema import IDENTIFIER
 from service.params import row_id
 from service.profiles import service as profiles
-from service.rules.deployments import RUNTIME
+from service.ruleset.runtime import RUNTIME
 from service.segments import repository, service
 from service.segments.models import SegmentRun
 from service.segments.schemas import (

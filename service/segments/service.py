@@ -20,20 +20,20 @@ import structlog
 from sqlalchemy.orm import Session
 
 from service.language.engine import Engine
+from service.language.segments import CompiledSegments, window_bounds
 from service.pipeline.isolation import isolated
 from service.pipeline.models import Stage
 from service.pipeline.service import set_aside
 from service.pipeline.stages import StageName, nudge
 from service.profiles import facts as profile_facts
 from service.segments import repository
-from service.segments.definitions import CompiledSegments, window_bounds
 from service.segments.models import EVENT_SOURCE, SegmentRun
 from service.settings import get_settings
+from service.vocabulary import EventName
 
 log = structlog.get_logger(__name__)
 
 DEFINITION = "definition"  # `added_by` of a period a segment file opened
-ENTERED, LEFT = "Segment Entered", "Segment Left"
 
 
 @dataclass
@@ -101,8 +101,8 @@ def update(
         for why, periods in leaving.items()
         for row in repository.leave(session, periods, at=now, by=why)
     ]
-    _announce(session, opened, name=ENTERED, reason=reason, now=now)
-    _announce(session, closed, name=LEFT, reason=reason, now=now)
+    _announce(session, opened, name=EventName.SEGMENT_ENTERED, reason=reason, now=now)
+    _announce(session, closed, name=EventName.SEGMENT_LEFT, reason=reason, now=now)
     return Changed(entered=len(opened), exited=len(closed))
 
 
@@ -113,25 +113,25 @@ def add(session: Session, *, customer: uuid.UUID, segment: str, by: str, now: da
         [{"customer_id": customer, "segment": segment, "added_by": by}],
         at=now,
     )
-    _announce(session, opened, name=ENTERED, reason=by, now=now)
+    _announce(session, opened, name=EventName.SEGMENT_ENTERED, reason=by, now=now)
     return bool(opened)
 
 
 def remove(session: Session, *, customer: uuid.UUID, segment: str, by: str, now: datetime) -> bool:
     period = repository.open_period(session, customer=customer, segment=segment)
     closed = repository.leave(session, [period], at=now, by=by) if period else []
-    _announce(session, closed, name=LEFT, reason=by, now=now)
+    _announce(session, closed, name=EventName.SEGMENT_LEFT, reason=by, now=now)
     return bool(closed)
 
 
 def _announce(
-    session: Session, periods: Sequence[Any], *, name: str, reason: str, now: datetime
+    session: Session, periods: Sequence[Any], *, name: EventName, reason: str, now: datetime
 ) -> None:
     """Each change as an event on the profile, unique per period and direction (so a
     change is announced once), evaluated by rules next."""
     if not periods:
         return
-    suffix = "entered" if name == ENTERED else "left"
+    suffix = "entered" if name == EventName.SEGMENT_ENTERED else "left"
     repository.add_events(
         session,
         [
@@ -195,7 +195,7 @@ def start_refresh(session: Session, *, segments: Iterable[str]) -> SegmentRun | 
 
 
 class Definitions(Protocol):
-    """The active segment definitions (the rules service's `Active`)."""
+    """The active segment definitions (`service.ruleset.runtime.Active`)."""
 
     @property
     def segments(self) -> CompiledSegments | None: ...

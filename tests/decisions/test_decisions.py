@@ -19,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
-from service import db
+from service import db, flow
 from service.actions import service as actions
 from service.actions.models import Action
 from service.app import create_app
@@ -31,7 +31,6 @@ from service.decisions.models import Decision, Exposure
 from service.decisions.reader import Reader
 from service.profiles.identity import USER_ID, lookup_key
 from service.rules import deployments
-from service.rules import service as rules
 from service.settings import get_settings
 from tests.support import clear_caches, resolve_all
 from tests.support.events import track
@@ -91,7 +90,7 @@ def send(shop: Shop, *events: dict) -> None:
     assert response.json()["accepted"] == len(events), response.json()
     resolve_all()
     with db.transaction() as session:
-        while rules.evaluate_pending(session, now=NOW):
+        while flow.evaluate_pending(session, now=NOW):
             pass
 
 

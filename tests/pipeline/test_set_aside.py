@@ -20,10 +20,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from service import flow
 from service.actions import tasks as action_tasks
 from service.auth.service import Scope
 from service.rules import deployments
-from service.rules import service as rules
+from service.ruleset.runtime import RUNTIME
 from service.segments import service as segments
 from service.settings import get_settings
 from tests.support import resolve_all
@@ -134,7 +135,7 @@ def test_a_poison_event_is_set_aside_and_the_other_499_evaluate_in_one_sweep(
     first = int(scalar(session, "SELECT min(id) FROM events"))
     poison = poison_copy_of(session, first, occurred_at="9999-12-31T00:00:00Z")
 
-    assert rules.evaluate_pending(session, limit=500, now=NOW) == 500
+    assert flow.evaluate_pending(session, limit=500, now=NOW) == 500
 
     # (The segment announcements these events brought about wait for the next sweep.)
     own = "source <> 'segments'"
@@ -160,7 +161,7 @@ def test_a_set_aside_event_is_evaluated_again_when_replayed_after_a_fix(
     resolve_all()
     first = int(scalar(session, "SELECT min(id) FROM events"))
     poison = poison_copy_of(session, first, occurred_at="9999-12-31T00:00:00Z")
-    rules.evaluate_pending(session, now=NOW)
+    flow.evaluate_pending(session, now=NOW)
     (item,) = client.get("/v1/set-aside", headers=admin).json()["items"]
 
     # The fix: the event's time corrected (a repaired mapping, say).
@@ -179,7 +180,7 @@ def test_a_set_aside_event_is_evaluated_again_when_replayed_after_a_fix(
     assert again.status_code == 409
     assert again.headers["content-type"].startswith("application/problem+json")
 
-    assert rules.evaluate_pending(session, now=NOW) >= 1
+    assert flow.evaluate_pending(session, now=NOW) >= 1
     firing = scalar(session, "SELECT status FROM rule_firings WHERE event_id = :id", id=poison)
     assert firing == "suppressed"  # evaluated: the first cart holds the group's cooldown
     assert client.post("/v1/set-aside/999999/replay", headers=admin).status_code == 404
@@ -200,7 +201,7 @@ def test_a_customer_whose_segments_raise_is_set_aside_and_the_others_are_recompu
     resolve_all()
     poisoned = scalar(session, "SELECT customer_id FROM events ORDER BY id LIMIT 1")
     session.execute(text(POISON), {"id": poisoned})
-    rules.evaluate_pending(session, now=NOW)
+    flow.evaluate_pending(session, now=NOW)
 
     members = scalar(
         session,
@@ -223,8 +224,8 @@ def test_a_customer_whose_segments_raise_is_set_aside_and_the_others_are_recompu
     assert run.status_code in (200, 201, 202), run.text
     while segments.advance(
         session,
-        engine=deployments.RUNTIME.engine,
-        definitions=deployments.RUNTIME.active,
+        engine=RUNTIME.engine,
+        definitions=RUNTIME.active,
         batch=2,
         now=NOW,
     ):
@@ -270,7 +271,7 @@ def test_a_waiting_rule_whose_recheck_raises_is_set_aside_and_the_others_fire(
         ],
     )
     resolve_all()
-    rules.evaluate_pending(session, now=NOW)
+    flow.evaluate_pending(session, now=NOW)
     waiting = session.execute(
         text(
             "SELECT id, customer_id FROM rule_firings WHERE rule_id = 'points_reminder' ORDER BY id"
@@ -280,7 +281,7 @@ def test_a_waiting_rule_whose_recheck_raises_is_set_aside_and_the_others_fire(
     poisoned: uuid.UUID = waiting[1].customer_id
     session.execute(text(POISON), {"id": poisoned})
 
-    assert rules.run_due(session, now=NOW + timedelta(hours=2)) == 3
+    assert flow.run_due(session, now=NOW + timedelta(hours=2)) == 3
 
     statuses = dict(
         session.execute(
@@ -293,7 +294,7 @@ def test_a_waiting_rule_whose_recheck_raises_is_set_aside_and_the_others_fire(
 
     session.execute(text(CURED), {"id": poisoned})
     assert client.post(f"/v1/set-aside/{item['id']}/replay", headers=admin).status_code == 200
-    assert rules.run_due(session, now=NOW + timedelta(hours=2)) == 1
+    assert flow.run_due(session, now=NOW + timedelta(hours=2)) == 1
     assert (
         scalar(session, "SELECT status FROM rule_firings WHERE id = :id", id=waiting[1].id)
         == "fired"
@@ -327,7 +328,7 @@ def test_an_action_whose_claim_raises_is_dead_with_the_error_and_others_are_sent
         ],
     )
     resolve_all()
-    rules.evaluate_pending(session, now=NOW)  # past their delay: they act at once
+    flow.evaluate_pending(session, now=NOW)  # past their delay: they act at once
     actions = session.execute(text("SELECT id FROM actions ORDER BY id")).scalars().all()
     assert len(actions) == 2
     # A payload no code path expects (a bug elsewhere wrote it).

@@ -12,6 +12,7 @@ import pytest
 
 from service import db
 from service.rules import deployments
+from service.ruleset import runtime as ruleset_runtime
 from tests.support import clear_caches
 
 SHIPPED = Path(__file__).resolve().parents[2] / "rules"
@@ -36,7 +37,7 @@ def database(make_database) -> Iterator[str]:
 
 
 def test_threads_asking_at_once_compile_the_rules_once(database: str) -> None:
-    runtime = deployments._Runtime()
+    runtime = ruleset_runtime._Runtime()
     compiles: list[int | None] = []
     compile_ = runtime._compile
 

@@ -12,9 +12,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from service import flow
 from service.auth.service import Scope
-from service.rules import deployments
-from service.rules import service as rules
+from service.rules import deployments, simulate
+from service.ruleset.runtime import RUNTIME
 from service.settings import get_settings
 from tests.support import resolve_all
 from tests.support.events import track
@@ -83,8 +84,8 @@ def test_an_abandoned_cart_waits_then_fires_with_its_version_and_facts(
     assert firing.facts["profile.consent.marketing"] is True
     assert len(firing.content_hash) == 64
     # Not due yet: nothing happens.
-    assert rules.run_due(session, now=NOW) == 0
-    assert rules.run_due(session, now=firing.due_at) == 1
+    assert flow.run_due(session, now=NOW) == 0
+    assert flow.run_due(session, now=firing.due_at) == 1
     (firing,) = firings(session, "cart_abandoned")
     assert firing.status == "fired"
     assert firing.decided_version_id == firing.version_id
@@ -131,7 +132,7 @@ def test_a_checkout_for_the_cart_cancels_the_wait_at_once(
     (firing,) = firings(session, "cart_abandoned")
     assert firing.status == "cancelled"
     assert firing.reason.startswith("Checkout Started for the same cart_id at ")
-    assert rules.run_due(session, now=NOW + timedelta(days=2)) == 0
+    assert flow.run_due(session, now=NOW + timedelta(days=2)) == 0
 
 
 def test_a_checkout_that_arrives_late_still_cancels_at_the_due_time(
@@ -154,7 +155,7 @@ def test_a_checkout_that_arrives_late_still_cancels_at_the_due_time(
         ),
     )
     resolve_all()  # stored and resolved, not yet evaluated
-    assert rules.run_due(session, now=NOW) == 1
+    assert flow.run_due(session, now=NOW) == 1
     (firing,) = firings(session, "cart_abandoned")
     assert firing.status == "cancelled"
     assert "Order Completed" in firing.reason
@@ -333,19 +334,64 @@ def test_simulate_replays_stored_events_and_writes_nothing(
     client: TestClient, session: Session, keys, active: int, rules_dir: Path
 ) -> None:
     from service.language.loader import load_directory
-    from service.rules import simulate
 
     order = track("Order Completed", user="sim1", order_id="o1", timestamp=at(-timedelta(hours=3)))
     send(client, keys, consent("sim1"), order, add_to_cart("sim1", when=-timedelta(hours=2)))
     resolve_all()
     welcome = rules_dir / "first_purchase.yaml"
     welcome.write_text(welcome.read_text().replace("    priority: 1\n", "    enabled: false\n", 1))
-    candidate = [deployments.RUNTIME.engine.compile(r) for r in load_directory(rules_dir)]
-    current = deployments.RUNTIME.active(session).rulesets
+    candidate = [RUNTIME.engine.compile(r) for r in load_directory(rules_dir)]
+    current = RUNTIME.active(session).rulesets
     window = {"since": NOW - timedelta(days=1), "until": NOW + timedelta(days=2)}
-    new = simulate.replay(session, engine=deployments.RUNTIME.engine, rulesets=candidate, **window)
-    old = simulate.replay(session, engine=deployments.RUNTIME.engine, rulesets=current, **window)
+    new = simulate.replay(session, engine=RUNTIME.engine, rulesets=candidate, **window)
+    old = simulate.replay(session, engine=RUNTIME.engine, rulesets=current, **window)
     assert new.events == old.events == 2  # the identify happened before `since`
     assert set(old.acted) == {"first_purchase_welcome", "cart_abandoned"}
     assert set(new.acted) == {"cart_abandoned"}
     assert firings(session) == []
+
+
+EARLY = """
+ruleset: early
+version: 1
+rules:
+  - id: early_cart
+    trigger:
+      event: Product Added
+    when:
+      - absent: {events: [Order Completed], within: 24h, same: [cart_id]}
+    actions:
+      - segment: {add: early_cart}
+    limits: {group: early, cooldown: 3d}
+  - id: early_thanks
+    trigger:
+      event: Order Completed
+    actions:
+      - segment: {add: early_thanks}
+    limits: {group: early, cooldown: 3d}
+"""
+
+
+def test_the_simulator_cancels_a_wait_early_as_the_service_does(
+    client: TestClient, session: Session, keys, rules_dir: Path
+) -> None:
+    """A cart's reminder waits in the limits group; the order for that cart cancels it
+    at once, so the thank-you of the same group is not held back by it: in the service
+    and in the simulator alike (which, deciding waits only at their due time, held it)."""
+    for path in rules_dir.glob("*.yaml"):
+        path.unlink()
+    shutil.rmtree(rules_dir / "segments")
+    (rules_dir / "early.yaml").write_text(EARLY)
+    assert deployments.reload(session, directory=rules_dir, origin="cli").status == "active"
+    send(client, keys, add_to_cart("early1", when=-timedelta(hours=3)))
+    evaluate(session)  # the reminder waits
+    ordered = at(-timedelta(hours=2))
+    send(client, keys, track("Order Completed", user="early1", cart_id="c1", timestamp=ordered))
+    evaluate(session)  # the order cancels it at once: the thank-you is not held back
+    assert flow.run_due(session, now=NOW + timedelta(days=2)) == 0
+    statuses = {f.rule_id: f.status for f in firings(session)}
+    assert statuses == {"early_cart": "cancelled", "early_thanks": "fired"}
+    window = {"since": NOW - timedelta(days=1), "until": NOW + timedelta(days=2)}
+    rulesets = RUNTIME.active(session).rulesets
+    simulated = simulate.replay(session, engine=RUNTIME.engine, rulesets=rulesets, **window)
+    assert set(simulated.acted) == {"early_thanks"}

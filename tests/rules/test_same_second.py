@@ -17,10 +17,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from service import flow
 from service.language.engine import Engine
 from service.language.loader import load_source
 from service.rules import deployments
-from service.rules import service as rules
 from service.rules.testing import run_file
 from service.settings import get_settings
 from tests.support import resolve_all
@@ -113,7 +113,7 @@ def _order(client: TestClient, token: str) -> None:
 
 def _evaluate(session: Session) -> None:
     resolve_all()
-    while rules.evaluate_pending(session):
+    while flow.evaluate_pending(session):
         pass
 
 
@@ -145,7 +145,7 @@ def test_an_order_in_the_checkouts_second_evaluated_after_it_cancels_the_wait(
     assert status == "cancelled"
     assert reason is not None
     assert "Order Completed" in reason
-    assert rules.run_due(session, now=SECOND + timedelta(hours=2)) == 0
+    assert flow.run_due(session, now=SECOND + timedelta(hours=2)) == 0
     assert _actions(session) == 0
 
 
@@ -167,6 +167,6 @@ def test_a_checkout_with_no_order_still_gets_the_reminder_at_its_due_time(
 ) -> None:
     _checkout(client, "tok-s3")
     _evaluate(session)
-    assert rules.run_due(session, now=SECOND + timedelta(hours=1)) == 1
+    assert flow.run_due(session, now=SECOND + timedelta(hours=1)) == 1
     assert [s for s, _ in _reminders(session, "tok-s3")] == ["fired"]
     assert _actions(session) == 1

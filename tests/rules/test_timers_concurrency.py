@@ -12,9 +12,9 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
+from service import flow
 from service.actions import service as actions
 from service.rules import deployments
-from service.rules import service as rules
 
 N = 300
 RULES = """
@@ -86,7 +86,7 @@ def test_two_timers_decide_each_waiting_rule_and_hand_each_action_over_once(
             )
 
     def decide(session: Session) -> list[int]:
-        return [1] * rules.run_due(session, limit=25, now=now)  # one mark per rule decided
+        return [1] * flow.run_due(session, limit=25, now=now)  # one mark per rule decided
 
     decided = in_two_threads(engine, decide)
     assert len(decided[0]) + len(decided[1]) == N  # none decided twice

@@ -13,7 +13,7 @@ import pytest
 
 from service.language.engine import Engine
 from service.language.loader import RulesInvalid, load_all, load_segment_source
-from service.segments.definitions import compile_segments, run_tests
+from service.language.segments import compile_segments, run_tests
 
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE = Engine()

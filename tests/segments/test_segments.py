@@ -16,10 +16,11 @@ from sqlalchemy.orm import Session
 
 from service.auth.service import Scope
 from service.language.facts import stored_filter
+from service.language.segments import counts_from, window_bounds
 from service.rules import deployments
 from service.rules import repository as rules_repository
+from service.ruleset.runtime import RUNTIME
 from service.segments import repository, service
-from service.segments.definitions import counts_from, window_bounds
 from service.settings import get_settings
 from tests.support import resolve_all
 from tests.support.events import track
@@ -70,8 +71,8 @@ def finish_runs(session: Session, *, now: datetime, batch: int = 1000) -> int:
     batches = 0
     while service.advance(
         session,
-        engine=deployments.RUNTIME.engine,
-        definitions=deployments.RUNTIME.active,
+        engine=RUNTIME.engine,
+        definitions=RUNTIME.active,
         now=now,
         batch=batch,
     ):
@@ -136,7 +137,7 @@ def test_an_event_moves_a_customer_into_a_segment_and_a_rule_fires_on_entry(
     assert period.exited_at is None
     assert (period.added_by, period.version) == ("definition", 1)
     assert period.entered_at == NOW
-    version = deployments.RUNTIME.active(session).version_ids["segment:high_intent_at_risk"]
+    version = RUNTIME.active(session).version_ids["segment:high_intent_at_risk"]
     assert period.version_id == version
     assert segment_events(session, customer) == [
         ("Segment Entered", "high_intent_at_risk", "event")
@@ -234,8 +235,8 @@ def test_a_changed_definition_backfills_every_customer_with_progress(
     seen = []
     while service.advance(
         session,
-        engine=deployments.RUNTIME.engine,
-        definitions=deployments.RUNTIME.active,
+        engine=RUNTIME.engine,
+        definitions=RUNTIME.active,
         now=NOW,
         batch=1,
     ):
@@ -280,8 +281,8 @@ def test_an_invalid_definition_is_rejected_with_file_and_line_and_the_previous_s
     assert error["file"] == "segments/high_value.yaml"
     assert error["line"] == 10  # `- profile.total_spent: {above: 500}`
     assert "unknown operator 'above'" in error["message"]
-    assert deployments.RUNTIME.active(session).deployment_id == active
-    segments = deployments.RUNTIME.active(session).segments
+    assert RUNTIME.active(session).deployment_id == active
+    segments = RUNTIME.active(session).segments
     assert segments is not None
     assert "high_value" in segments.segments
     assert repository.running(session) == []  # nothing to backfill
@@ -309,7 +310,7 @@ def test_merged_profiles_keep_rule_made_segments_and_recompute_the_rest(
 def test_window_counts_in_sql_match_the_files_own_tests(session: Session, active: int) -> None:
     """The service counts windows in one grouped query; a segment file's tests count a
     list. Both must agree on every window of the shipped segments."""
-    compiled = deployments.RUNTIME.active(session).segments
+    compiled = RUNTIME.active(session).segments
     assert compiled is not None
     assert compiled.windows
     rng = random.Random(7)
@@ -461,11 +462,11 @@ def test_a_profile_merged_away_enters_no_segment(
     assert all(p.exited_by == "merged" for p in periods(session, loser))
     # Its own row still says top spender: recomputing it must not put it back anywhere.
     session.execute(text("UPDATE customers SET rfm_monetary = 5 WHERE id = :c"), {"c": loser})
-    compiled = deployments.RUNTIME.active(session)
+    compiled = RUNTIME.active(session)
     assert compiled.segments is not None
     changed = service.update(
         session,
-        engine=deployments.RUNTIME.engine,
+        engine=RUNTIME.engine,
         compiled=compiled.segments,
         version_ids=compiled.version_ids,
         customers=[loser],

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from service.rules import service as rules
+from service import flow
 from tests.support import resolve_all
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -26,6 +26,6 @@ def send(client: TestClient, keys, *events: dict) -> None:
 def evaluate(session: Session, *, now: datetime = NOW) -> int:
     resolve_all()
     total = 0
-    while done := rules.evaluate_pending(session, now=now):
+    while done := flow.evaluate_pending(session, now=now):
         total += done
     return total

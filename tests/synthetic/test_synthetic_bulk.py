@@ -163,7 +163,7 @@ def test_the_service_finds_each_profile_with_the_generators_orders_spend_and_eve
 
 ADVANCE = """
 from service import db
-from service.rules.service import RUNTIME
+from service.ruleset.runtime import RUNTIME
 from service.segments import service
 while True:
     with db.transaction() as session:
