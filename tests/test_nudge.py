@@ -23,7 +23,7 @@ class Recorder:
 @pytest.fixture
 def nudged(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     recorder = Recorder()
-    monkeypatch.setattr(worker, "NUDGER", recorder)
+    monkeypatch.setattr(worker, "_nudger", recorder)
     return recorder
 
 
