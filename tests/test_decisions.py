@@ -373,6 +373,23 @@ def test_each_decision_is_logged_with_its_exposures_after_the_response(shop: Sho
     ]
 
 
+def test_the_app_begins_its_decision_log_at_start_up_and_writes_it_at_shutdown(
+    shop: Shop, monkeypatch
+) -> None:
+    monkeypatch.setattr(get_settings(), "decision_log_flush_s", 0.25)
+    with TestClient(create_app()) as client:
+        assert client.app.state.decision_log.flush_s == 0.25  # the settings of start-up
+        response = client.post(
+            "/v1/decisions", json={"placements": ["cart_drawer"]}, headers=shop.keys["storefront"]
+        )
+        assert response.status_code == 200, response.text
+        decision_id = response.json()["decision_id"]
+        with db.transaction() as session:
+            assert session.get(Decision, decision_id) is None  # DECISION_LOG_BACKGROUND=false
+    with db.transaction() as session:
+        assert session.get(Decision, decision_id) is not None
+
+
 @pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "fastapi-route"])
 def test_the_fast_path_and_the_route_answer_alike(shop: Shop, fast: bool, monkeypatch) -> None:
     from service.settings import get_settings
