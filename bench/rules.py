@@ -228,9 +228,10 @@ class AnswerStore:
         *,
         customer: uuid.UUID,
         events: list[str],
-        after: datetime,
+        since: datetime,
         until: datetime,
         same: dict[str, Any] | None,
+        exclude: int,
     ) -> tuple[str, datetime] | None:
         found: tuple[str, datetime] | None = self.answers[tuple(events)]
         return found

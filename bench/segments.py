@@ -296,7 +296,7 @@ def drive() -> Pass:
     """Advance the running run a committed batch at a time until it is done, as the
     worker's task does, timing each part of a batch."""
     from service import db
-    from service.rules.deployments import RUNTIME
+    from service.ruleset.runtime import RUNTIME
     from service.segments import service
 
     batch = batch_size()
@@ -323,6 +323,7 @@ def drive() -> Pass:
 def in_process(libpq: str, figures: dict[str, Any]) -> None:
     from service import db
     from service.rules import deployments
+    from service.ruleset.runtime import RUNTIME
     from service.segments import repository as segment_runs
 
     started = time.perf_counter()
@@ -332,7 +333,7 @@ def in_process(libpq: str, figures: dict[str, Any]) -> None:
     if outcome.status != "active" or not running:
         raise SystemExit(f"rules not activated ({outcome}), or no backfill started")
     with db.transaction() as session:
-        active = deployments.RUNTIME.active(session)  # compiled once, before the timing
+        active = RUNTIME.active(session)  # compiled once, before the timing
     assert active.segments is not None
     print(
         f"rules and {len(active.segments.segments)} segments activated in "
@@ -417,7 +418,7 @@ def drain_announcements(libpq: str) -> dict[str, Any]:
     """Evaluate the events the backfill added (rules may trigger on them), as the
     workers would, for up to DRAIN_S; mark the rest evaluated."""
     from service import db
-    from service.rules.service import evaluate_pending
+    from service.flow import evaluate_pending
 
     with psycopg.connect(libpq, autocommit=True) as conn:
         waiting = conn.execute(
@@ -612,7 +613,7 @@ def refresh_until(libpq: str, stop: threading.Event, seconds: list[float]) -> No
 
 def start_refresh() -> int:
     from service import db
-    from service.rules.deployments import RUNTIME
+    from service.ruleset.runtime import RUNTIME
     from service.segments import service
 
     with db.transaction() as session:

@@ -11,6 +11,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
 from service import errors
@@ -18,7 +20,7 @@ from service.actions.router import router as actions_router
 from service.auth.router import router as auth_router
 from service.db import database_url
 from service.decisions.fastpath import FastPath
-from service.decisions.log import LOG as DECISION_LOG
+from service.decisions.log import open_log
 from service.decisions.reader import Reader
 from service.decisions.repository import open_pool
 from service.decisions.router import router as decisions_router
@@ -35,7 +37,8 @@ from service.profiles.router import router as profiles_router
 from service.rules.router import router as rules_router
 from service.rules.watch import RulesWatcher
 from service.segments.router import router as segments_router
-from service.settings import get_settings
+from service.settings import Settings, get_settings
+from service.worker import start_nudger, stop_nudger
 
 TITLE = "Personalize"
 VERSION = "0.1.0"
@@ -52,19 +55,17 @@ def add_schemas(openapi: dict[str, Any], *models: type[BaseModel]) -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """What an API process runs beside its requests, begun at start-up with the settings
+    of that moment and ended at shutdown, in reverse order."""
     settings = get_settings()
+    # The rules (service/rules/) begin first, the decision reader compiles with them:
+    # the watcher activates edits of the rule files.
     watcher = RulesWatcher(settings.rules_dir) if settings.rules_watch else None
     if watcher:
         watcher.start()
-    if settings.decision_log_background:
-        DECISION_LOG.start()
-    pool = open_pool(
-        url=database_url(), budget_ms=settings.decision_budget_ms, size=settings.decision_pool_size
-    )
-    await pool.open(wait=False)  # the API starts even while the database is away
-    app.state.decision_reader = reader = Reader(pool)
-    await asyncio.to_thread(reader.prepare)  # not on a request's time
-    await reader.start()  # hears of revoked keys and new rules (decisions/keys.py)
+    app.state.decision_log = decision_log = open_log(settings)
+    nudger = start_nudger()  # sends the nudges of this process's commits (service/worker.py)
+    pool, reader = await _start_decisions(app, settings=settings)
     # What start-up allocated (modules, compiled rules, the app) stays for the process's
     # life: out of the collector's reach, a full collection does not walk it again
     # while a storefront request waits.
@@ -72,9 +73,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     await reader.stop()
     await pool.close()
+    stop_nudger(nudger)
+    # The rules end after the decisions.
     if watcher:
         watcher.stop()
-    DECISION_LOG.stop()
+    decision_log.stop()  # what is left of the log is written
+
+
+async def _start_decisions(
+    app: FastAPI, *, settings: Settings
+) -> tuple[AsyncConnectionPool[AsyncConnection[Any]], Reader]:
+    """The decision endpoint's pool and reader, on the app's state."""
+    pool = open_pool(
+        url=database_url(), budget_ms=settings.decision_budget_ms, size=settings.decision_pool_size
+    )
+    await pool.open(wait=False)  # the API starts even while the database is away
+    app.state.decision_reader = reader = Reader(pool)
+    await asyncio.to_thread(reader.prepare)  # not on a request's time
+    await reader.start()  # hears of revoked keys and new rules (decisions/keys.py)
+    return pool, reader
 
 
 def create_app() -> FastAPI:

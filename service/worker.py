@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, cast
 
 import structlog
 from celery import Celery, Task
+from celery.signals import worker_process_init, worker_process_shutdown
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -62,6 +62,9 @@ def make_celery() -> Celery:
         worker_hijack_root_logger=False,
         timezone="UTC",
     )
+    # Each worker process (prefork: each child) sends its nudges from a thread of its own.
+    worker_process_init.connect(_start_process_nudger, weak=False, dispatch_uid="nudger")
+    worker_process_shutdown.connect(_stop_process_nudger, weak=False, dispatch_uid="nudger")
     from service import flow  # the stages import domain services, which import this module
 
     schedule = flow.register(app)
@@ -111,38 +114,99 @@ class Nudger:
     come within `interval_s`: a request never waits on the broker, nor fails with it.
     A lost nudge only delays work; the scheduler's periodic sweep does it anyway."""
 
-    def __init__(self, interval_s: float = 0.1) -> None:
+    def __init__(self, *, interval_s: float = 0.1) -> None:
         self.interval_s = interval_s
         self._names: set[str] = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = 0
 
+    def start(self) -> None:
+        with self._lock:
+            self._ensure_thread()
+
     def nudge(self, name: str) -> None:
         with self._lock:
+            if self._stopping.is_set():
+                return  # the process is stopping: the sweep does it
             self._names.add(name)
-            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
-                self._pid = os.getpid()  # a forked child starts its own thread
-                self._thread = threading.Thread(target=self._run, name="nudger", daemon=True)
-                self._thread.start()
+            self._ensure_thread()
         self._wake.set()
+
+    def stop(self, *, timeout_s: float = 2.0) -> None:
+        """Send what is pending, then end the thread (waiting at most `timeout_s`)."""
+        self._stopping.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and self._pid == os.getpid() and thread.is_alive():
+            thread.join(timeout=timeout_s)
+
+    def _ensure_thread(self) -> None:
+        """Called holding the lock: the thread runs in this process (a forked child
+        starts its own)."""
+        if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name="nudger", daemon=True)
+            self._thread.start()
 
     def _run(self) -> None:
         while True:
             self._wake.wait()
             self._wake.clear()
-            with self._lock:
-                names, self._names = self._names, set()
-            for name in sorted(names):
-                try:
-                    get_celery().send_task(name)
-                except Exception as exc:
-                    log.warning("nudge_failed", task=name, error_type=type(exc).__name__)
-            time.sleep(self.interval_s)
+            self._send()
+            if self._stopping.wait(self.interval_s):
+                self._send()
+                return
+
+    def _send(self) -> None:
+        with self._lock:
+            names, self._names = self._names, set()
+        for name in sorted(names):
+            try:
+                get_celery().send_task(name)
+            except Exception as exc:
+                log.warning("nudge_failed", task=name, error_type=type(exc).__name__)
 
 
-NUDGER = Nudger()
+_nudger: Nudger | None = None  # this process's, see `nudger`
+
+
+def nudger() -> Nudger:
+    """This process's nudger: the one its start-up began (the API's lifespan, each worker
+    process), else one begun on first use (the timers process, admin commands)."""
+    global _nudger
+    if _nudger is None:
+        _nudger = Nudger()
+    return _nudger
+
+
+def start_nudger() -> Nudger:
+    """Begin this process's nudger (the one `nudger` returns until it is stopped)."""
+    global _nudger
+    if _nudger is not None:
+        stop_nudger(_nudger)
+    _nudger = Nudger()
+    _nudger.start()
+    return _nudger
+
+
+def stop_nudger(stopping: Nudger) -> None:
+    """Send what `stopping` holds and end it; the process's nudger is no longer it."""
+    global _nudger
+    if _nudger is stopping:
+        _nudger = None
+    stopping.stop()
+
+
+def _start_process_nudger(**_: Any) -> None:
+    start_nudger()
+
+
+def _stop_process_nudger(**_: Any) -> None:
+    if _nudger is not None:
+        stop_nudger(_nudger)
 
 
 def nudge_after_commit(session: Session, task_name: str) -> None:
@@ -160,7 +224,7 @@ def _send_nudges(session: Session) -> None:
     if session.in_nested_transaction():
         return  # a savepoint was released; the transaction has not committed yet
     for name in session.info.pop("nudges", set()):
-        NUDGER.nudge(name)
+        nudger().nudge(name)
 
 
 def _drop_nudges(session: Session) -> None:

@@ -3,8 +3,8 @@
 `POST /v1/decisions` is answered here, before FastAPI's routing, dependency solving
 and response validation, which cost more CPU than the decision itself (measured with
 bench/decisions.py: two thirds of the process's time). The FastAPI route in
-router.py documents the endpoint and runs the same `answer_request`; errors are the
-same problem+json documents.
+router.py documents the endpoint; both run service.py's `answer_request`, and errors
+are the same problem+json documents.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import orjson
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.decisions.router import answer_request
 from service.decisions.schemas import DecisionIn
+from service.decisions.service import answer_request
 from service.errors import FieldError, ProblemError, problem_of
 
 PATH = "/v1/decisions"
@@ -35,8 +35,10 @@ class FastPath:
         try:
             body = await _body(receive)
             request = _parse(body)
+            state = scope["app"].state
             answer = await answer_request(
-                scope["app"].state.decision_reader,
+                reader=state.decision_reader,
+                log=state.decision_log,
                 body=request,
                 token=_token(scope),
                 explain=_explain(scope),

@@ -1,7 +1,10 @@
 """The decision log, written off the request path: a response only appends to a
 bounded buffer; a background thread writes what gathered, in one transaction, every
 DECISION_LOG_FLUSH_S. A database outage never reaches the storefront: the buffer keeps
-what it can and drops the oldest beyond DECISION_LOG_MAX_PENDING, counting them."""
+what it can and drops the oldest beyond DECISION_LOG_MAX_PENDING, counting them.
+
+Each API process has one, made by the app's lifespan (`open_log`) and kept on the app's
+state; the lifespan writes what is left when the process stops."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from service import db
 from service.decisions import repository
-from service.settings import get_settings
+from service.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -22,7 +25,8 @@ Entry = tuple[dict[str, Any], list[dict[str, Any]]]  # the decision row, its exp
 
 
 class DecisionLog:
-    def __init__(self, *, max_pending: int) -> None:
+    def __init__(self, *, max_pending: int, flush_s: float) -> None:
+        self.flush_s = flush_s
         self._pending: deque[Entry] = deque(maxlen=max_pending)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -71,9 +75,16 @@ class DecisionLog:
         self.flush()
 
     def _run(self) -> None:
-        interval = get_settings().decision_log_flush_s
-        while not self._stop.wait(interval):
+        while not self._stop.wait(self.flush_s):
             self.flush()
 
 
-LOG = DecisionLog(max_pending=get_settings().decision_log_max_pending)
+def open_log(settings: Settings) -> DecisionLog:
+    """A decision log as the settings say, its writer started unless
+    DECISION_LOG_BACKGROUND is false (then it is written by `flush` and `stop` only)."""
+    decisions = DecisionLog(
+        max_pending=settings.decision_log_max_pending, flush_s=settings.decision_log_flush_s
+    )
+    if settings.decision_log_background:
+        decisions.start()
+    return decisions

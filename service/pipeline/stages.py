@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from service import db
 from service.settings import Settings
-from service.worker import NUDGER, nudge_after_commit
+from service.worker import nudge_after_commit, nudger
 
 log = structlog.get_logger(__name__)
 
@@ -68,12 +68,12 @@ def drain(stage: Stage) -> int:
         total += done
         if done:
             for following in stage.then:
-                NUDGER.nudge(task_name(following))
+                nudger().nudge(task_name(following))
         if done < stage.batch:
             break
         if time.monotonic() - started >= stage.budget_s:
             if stage.requeue:
-                NUDGER.nudge(stage.task)
+                nudger().nudge(stage.task)
             break
     if total:
         log.info(

@@ -12,6 +12,7 @@ from service.auth.models import ApiKey
 from service.auth.service import Scope
 from service.db import DbSession
 from service.errors import FieldError, ProblemError, problem_responses
+from service.params import MAX_ID
 from service.profiles import repository, service
 from service.profiles.models import Customer
 from service.profiles.schemas import (
@@ -89,17 +90,26 @@ def get_profile(ref: Ref, session: DbSession, _: Marketer) -> ProfileOut:
 
 
 def _cursor(value: str | None) -> tuple[datetime, int] | None:
+    """The (occurred at, event id) a `next_cursor` holds; 422 naming the parameter when it
+    holds none, or an id no event can have (beyond the bigints the database stores)."""
     if value is None:
         return None
     try:
         at, _, event_id = base64.urlsafe_b64decode(value.encode()).decode().partition("|")
-        return datetime.fromisoformat(at), int(event_id)
+        before = datetime.fromisoformat(at), int(event_id)
     except ValueError as exc:
-        raise ProblemError(
-            422,
-            "The cursor is not valid.",
-            errors=[FieldError(field="query.cursor", message="not valid")],
-        ) from exc
+        raise _invalid_cursor() from exc
+    if not 0 <= before[1] <= MAX_ID:
+        raise _invalid_cursor()
+    return before
+
+
+def _invalid_cursor() -> ProblemError:
+    return ProblemError(
+        422,
+        "The cursor is not valid.",
+        errors=[FieldError(field="query.cursor", message="not valid")],
+    )
 
 
 @router.get(

@@ -26,7 +26,6 @@ from service.app import create_app
 from service.auth.service import Scope, create_key
 from service.decisions import reader as reader_module
 from service.decisions import repository as decisions_repository
-from service.decisions.log import LOG
 from service.decisions.models import Decision, Exposure
 from service.decisions.reader import Reader
 from service.profiles.identity import USER_ID, lookup_key
@@ -350,11 +349,12 @@ def test_a_key_is_required_and_must_hold_storefront(shop: Shop) -> None:
 
 
 def test_each_decision_is_logged_with_its_exposures_after_the_response(shop: Shop) -> None:
-    LOG.flush()
+    log = shop.client.app.state.decision_log  # the app's, begun by its lifespan
+    log.flush()
     body = decide(shop, anonymous_id="logged", placements=["homepage_hero", "cart_drawer"])
     with db.transaction() as session:
         assert session.get(Decision, body["decision_id"]) is None
-    assert LOG.flush() == 1
+    assert log.flush() == 1
     with db.transaction() as session:
         row = session.get(Decision, body["decision_id"])
         assert row is not None
@@ -369,6 +369,23 @@ def test_each_decision_is_logged_with_its_exposures_after_the_response(shop: Sho
         ("cart_drawer", "content", "cart_reassurance", "default"),
         ("homepage_hero", "content", "seasonal_collection", "default"),
     ]
+
+
+def test_the_app_begins_its_decision_log_at_start_up_and_writes_it_at_shutdown(
+    shop: Shop, monkeypatch
+) -> None:
+    monkeypatch.setattr(get_settings(), "decision_log_flush_s", 0.25)
+    with TestClient(create_app()) as client:
+        assert client.app.state.decision_log.flush_s == 0.25  # the settings of start-up
+        response = client.post(
+            "/v1/decisions", json={"placements": ["cart_drawer"]}, headers=shop.keys["storefront"]
+        )
+        assert response.status_code == 200, response.text
+        decision_id = response.json()["decision_id"]
+        with db.transaction() as session:
+            assert session.get(Decision, decision_id) is None  # DECISION_LOG_BACKGROUND=false
+    with db.transaction() as session:
+        assert session.get(Decision, decision_id) is not None
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "fastapi-route"])

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 from decimal import Decimal
 
 import pytest
@@ -246,6 +247,28 @@ def test_profile_events_page_with_a_cursor(client: TestClient, keys) -> None:
     ).json()
     assert [e["properties"]["product_id"] for e in rest["events"]] == ["2", "1", "0"]
     assert rest["next_cursor"] is None
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "99999999999999999999",
+        base64.urlsafe_b64encode(b"2026-11-01T10:00:00+00:00|99999999999999999999").decode(),
+        base64.urlsafe_b64encode(b"2026-11-01T10:00:00+00:00|-99999999999999999999").decode(),
+    ],
+    ids=["not-a-cursor", "id-beyond-64-bits", "id-below-64-bits"],
+)
+def test_a_cursor_beyond_the_ids_is_a_problem_naming_it(
+    client: TestClient, keys, cursor: str
+) -> None:
+    post(client, keys, track("Product Viewed", user="far", product_id="1"))
+    resolve_all()
+    response = client.get(
+        f"/v1/profiles/user_id:far/events?cursor={cursor}", headers=keys["marketer"]
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert [e["field"] for e in response.json()["errors"]] == ["query.cursor"]
 
 
 def test_unknown_profile_is_404(client: TestClient, keys) -> None:
