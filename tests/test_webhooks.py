@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from service.events import signatures
+from service.events.platforms.shopify import sign_shopify
 from tests import webhooks as send
 from tests.support import resolve_all
 from tests.webhooks import fixture
@@ -91,7 +91,7 @@ def _tampered(client: TestClient) -> object:
     headers = {
         "X-Shopify-Topic": "orders/create",
         "X-Shopify-Event-Id": "t-1",
-        "X-Shopify-Hmac-Sha256": signatures.sign_shopify(body, "shpss_test_secret"),
+        "X-Shopify-Hmac-Sha256": sign_shopify(body, "shpss_test_secret"),
     }
     return client.post("/v1/webhooks/shopify", content=body.replace(b"1", b"2", 1), headers=headers)
 
@@ -177,7 +177,7 @@ def test_body_over_the_limit_is_413(client: TestClient, session: Session) -> Non
         headers={
             "X-Shopify-Topic": "orders/create",
             "X-Shopify-Event-Id": "big",
-            "X-Shopify-Hmac-Sha256": signatures.sign_shopify(body, "shpss_test_secret"),
+            "X-Shopify-Hmac-Sha256": sign_shopify(body, "shpss_test_secret"),
         },
     )
     assert response.status_code == 413
