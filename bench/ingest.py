@@ -31,7 +31,7 @@ import psycopg
 
 from bench import load
 from service import db
-from service.events.signatures import sign_shopify
+from service.events.platforms.shopify import sign_shopify
 from tests import support
 
 BATCHES = int(os.environ.get("BENCH_BATCHES", "60"))  # of 500 events
@@ -156,7 +156,7 @@ def raw_inserts(url: str, *, rows: int, per_commit: int, connections: int) -> fl
 def _drain(url: str) -> None:
     """One resolver process: resolve stored events until none are left."""
     os.environ["DATABASE_URL"] = url
-    from service.events.service import resolve_pending
+    from service.profiles.resolution import resolve_pending
 
     while True:
         with db.transaction() as session:

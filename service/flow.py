@@ -1,7 +1,7 @@
 """The flow of data through the service, stage by stage: read this first.
 
     intake (API, webhooks) ──► resolve ──► evaluate ──────────► hand_over ──► dispatch
-     events.service             events      segments, then        actions       actions.tasks
+     events.intake              events      segments, then        actions       actions.tasks
                                  → profiles  rules (firings,       (due rows     (one task an
                                              actions)              to workers)   action)
     segment runs (refresh, backfill) ──► evaluate (their Segment Entered / Left events)
@@ -26,9 +26,9 @@ from celery import Celery, current_task
 from sqlalchemy.orm import Session
 
 from service.actions import service as actions
-from service.events import service as events
 from service.health import repository as health
 from service.pipeline.stages import Due, Periodic, Stage, StageName, drain
+from service.profiles import resolution
 from service.profiles import service as profiles
 from service.rules import service as rules
 from service.ruleset.runtime import RUNTIME
@@ -83,7 +83,7 @@ def _sweep(settings: Settings) -> float:
 STAGES: tuple[Stage, ...] = (
     Stage(
         StageName.RESOLVE,
-        step=lambda session, n: events.resolve_pending(session, limit=n),
+        step=lambda session, n: resolution.resolve_pending(session, limit=n),
         batch=1000,
         budget_s=10.0,
         sweep_s=_sweep,

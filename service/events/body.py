@@ -19,8 +19,12 @@ from pydantic import BaseModel
 from service.errors import FieldError, ProblemError
 
 
-def limited_body(limit: int) -> Callable[[Request], Awaitable[bytes]]:
+def limited_body(setting: Callable[[], int]) -> Callable[[Request], Awaitable[bytes]]:
+    """A dependency reading the body, at most `setting()` bytes (read per request, so a
+    changed setting applies without a restart of the module)."""
+
     async def read(request: Request) -> bytes:
+        limit = setting()
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise _too_large(limit)

@@ -9,32 +9,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-EventType = Literal["track", "identify", "page", "screen", "group", "alias"]
+from service.vocabulary import EventName, EventType
 
 # Segment e-commerce v2 event names the service understands.
-PRODUCT_VIEWED = "Product Viewed"
-PRODUCT_ADDED = "Product Added"
-PRODUCT_REMOVED = "Product Removed"
-CART_VIEWED = "Cart Viewed"
-CHECKOUT_STARTED = "Checkout Started"
-ORDER_COMPLETED = "Order Completed"
-ORDER_UPDATED = "Order Updated"
-ORDER_REFUNDED = "Order Refunded"
-ORDER_CANCELLED = "Order Cancelled"
-
 ECOMMERCE_EVENTS = frozenset(
     {
-        PRODUCT_VIEWED,
-        PRODUCT_ADDED,
-        PRODUCT_REMOVED,
-        CART_VIEWED,
-        CHECKOUT_STARTED,
-        ORDER_COMPLETED,
-        ORDER_UPDATED,
-        ORDER_REFUNDED,
-        ORDER_CANCELLED,
+        EventName.PRODUCT_VIEWED,
+        EventName.PRODUCT_ADDED,
+        EventName.PRODUCT_REMOVED,
+        EventName.CART_VIEWED,
+        EventName.CHECKOUT_STARTED,
+        EventName.ORDER_COMPLETED,
+        EventName.ORDER_UPDATED,
+        EventName.ORDER_REFUNDED,
+        EventName.ORDER_CANCELLED,
     }
 )
 

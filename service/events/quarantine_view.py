@@ -22,7 +22,6 @@ import orjson
 
 from service.events.models import QuarantinedEvent
 from service.events.schemas import QuarantineItem
-from service.profiles.service import mask
 
 # An email address around each "@" of a text: a local part before it, a domain with a
 # dot after it, each within an address's own limits (so a long text costs no more than
@@ -31,6 +30,15 @@ _NOT_IN_ADDRESS = "\\s@\"'<>(),;:\\[\\]"
 _LOCAL = re.compile(f"[^{_NOT_IN_ADDRESS}]{{1,64}}\\Z")
 _DOMAIN = re.compile(f"[^{_NOT_IN_ADDRESS}]{{1,253}}\\.[A-Za-z]{{2,63}}(?![A-Za-z])")
 _PHONE_KEYS = ("phone", "mobile", "msisdn")
+
+
+def mask(kind: str, value: str) -> str:
+    """A contact value as the API shows it, here and on profiles (`a***@example.com`,
+    `***12`)."""
+    if kind == "email":
+        local, _, domain = value.partition("@")
+        return f"{local[:1]}***@{domain}"
+    return f"***{value[-2:]}"
 
 
 def masked(value: Any, key: str = "") -> Any:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, defer
 from service.db import json_document
 from service.events.checks import printable
 from service.events.models import QuarantinedEvent, WebhookDelivery
+from service.vocabulary import DeliveryStatus
 
 # Deliveries and the events they map to, any number in one round trip (concurrent
 # requests share one transaction: one commit, one fsync). A delivery id seen before
@@ -68,8 +69,8 @@ class Delivery:
 @dataclass(frozen=True)
 class NewDelivery:
     delivery: Delivery
-    status: str
-    # Event rows (`service.event_rows`); joined to their delivery by source and id.
+    status: DeliveryStatus
+    # Event rows (`intake.event_rows`); joined to their delivery by source and id.
     events: Sequence[dict[str, Any]]
 
 
@@ -118,7 +119,7 @@ def insert_deliveries(
     return {(r.source, r.delivery_id): (r.id, r.events) for r in rows}
 
 
-def set_delivery_status(session: Session, *, delivery: int, status: str) -> None:
+def set_delivery_status(session: Session, *, delivery: int, status: DeliveryStatus) -> None:
     session.execute(
         update(WebhookDelivery).where(WebhookDelivery.id == delivery).values(status=status)
     )

@@ -11,7 +11,7 @@ from service.auth.models import ApiKey
 from service.auth.service import Scope
 from service.db import DbSession
 from service.errors import FieldError, ProblemError, problem_response, problem_responses
-from service.events import quarantine_view, repository, service
+from service.events import api_events, quarantine, quarantine_view, repository
 from service.events.body import json_response, limited_body, parse_json
 from service.events.schemas import (
     EventsResponse,
@@ -20,9 +20,9 @@ from service.events.schemas import (
 )
 from service.params import id_cursor, row_id
 from service.settings import get_settings
+from service.vocabulary import IntakeStatus
 
 router = APIRouter(prefix="/v1", tags=["events"])
-_settings = get_settings()
 
 
 @router.post(
@@ -48,7 +48,7 @@ _settings = get_settings()
 def post_events(
     session: DbSession,
     _: Annotated[ApiKey, Depends(require(Scope.INGEST))],
-    body: Annotated[bytes, Depends(limited_body(_settings.events_max_batch_bytes))],
+    body: Annotated[bytes, Depends(limited_body(lambda: get_settings().events_max_batch_bytes))],
 ) -> Response:
     """Track, identify and page events: one event, or `{"batch": [...]}` of up to 500
     (500 KB; 32 KB an event). Each event's result is reported: `accepted`, `duplicate`
@@ -57,15 +57,15 @@ def post_events(
     and rejected is a 422 problem naming the field, carrying the same results."""
     payload = parse_json(body)
     raw = _events_of(payload)
-    results = service.ingest_api_events(session, raw_events=raw)
-    count = {s: sum(r.status == s for r in results) for s in ("accepted", "duplicate", "rejected")}
+    results = api_events.ingest_api_events(session, raw_events=raw)
+    count = {s: sum(r.status == s for r in results) for s in IntakeStatus}
     answer = EventsResponse(
-        accepted=count["accepted"],
-        duplicates=count["duplicate"],
-        rejected=count["rejected"],
+        accepted=count[IntakeStatus.ACCEPTED],
+        duplicates=count[IntakeStatus.DUPLICATE],
+        rejected=count[IntakeStatus.REJECTED],
         results=results,
     )
-    if not _is_batch(payload) and results[0].status == "rejected":
+    if not _is_batch(payload) and results[0].status == IntakeStatus.REJECTED:
         return _rejected(answer)
     return json_response(answer)
 
@@ -98,7 +98,7 @@ def _events_of(payload: Any) -> list[Any]:
                 "`batch` must be a non-empty list of events.",
                 errors=[FieldError(field="body.batch", message="not a list")],
             )
-        limit = _settings.events_max_batch
+        limit = get_settings().events_max_batch
         if len(batch) > limit:
             raise ProblemError(
                 422,
@@ -149,7 +149,7 @@ def list_quarantine(
         rows,
         lambda ids: repository.quarantine_payloads(session, ids),
         limit=limit,
-        max_bytes=_settings.quarantine_page_max_bytes,
+        max_bytes=get_settings().quarantine_page_max_bytes,
     )
     headers = {}
     if page.next_after is not None:
@@ -192,8 +192,8 @@ def replay_quarantined(
     """Map a quarantined item again (after a fix) and store its events; 422 with the
     reason if it still fails (the item stays held)."""
     try:
-        outcome = service.replay(session, item_id=item_id)
-    except service.ReplayFailed as exc:
+        outcome = quarantine.replay(session, item_id=item_id)
+    except quarantine.ReplayFailed as exc:
         errors = [FieldError(field=exc.field, message=exc.reason)] if exc.field else None
         raise ProblemError(422, f"Still cannot be mapped: {exc.reason}", errors=errors) from exc
     if outcome is None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.vocabulary import DeliveryStatus, EventType, IntakeStatus
 
 Id = Field(default=None, min_length=1, max_length=255)
 
@@ -16,7 +18,7 @@ class ApiEvent(BaseModel):
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    type: Literal["track", "identify", "page", "screen", "group", "alias"]
+    type: EventType
     event: str | None = Field(default=None, min_length=1, max_length=255)
     name: str | None = Field(default=None, max_length=255)
     user_id: str | None = Field(default=None, alias="userId", min_length=1, max_length=255)
@@ -34,11 +36,11 @@ class ApiEvent(BaseModel):
 
     @model_validator(mode="after")
     def _required(self) -> ApiEvent:
-        if self.type == "track" and not self.event:
+        if self.type == EventType.TRACK and not self.event:
             raise ValueError("a track event needs `event`, its name")
-        if self.type == "group" and not self.group_id:
+        if self.type == EventType.GROUP and not self.group_id:
             raise ValueError("a group event needs `groupId`")
-        if self.type == "alias" and not (self.previous_id and self.user_id):
+        if self.type == EventType.ALIAS and not (self.previous_id and self.user_id):
             raise ValueError("an alias event needs `previousId` and `userId`")
         if not self.user_id and not self.anonymous_id:
             raise ValueError("an event needs `userId` or `anonymousId`")
@@ -55,7 +57,7 @@ class EventsBatch(BaseModel):
 class EventResult(BaseModel):
     index: int
     message_id: str | None
-    status: Literal["accepted", "duplicate", "rejected"]
+    status: IntakeStatus
     reason: str | None = None
     field: str | None = None
 
@@ -68,7 +70,7 @@ class EventsResponse(BaseModel):
 
 
 class WebhookAck(BaseModel):
-    status: Literal["processed", "duplicate", "ignored", "quarantined", "ping"]
+    status: DeliveryStatus
     events: int = 0
 
 

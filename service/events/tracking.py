@@ -17,7 +17,7 @@ import base64
 import binascii
 import zlib
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
@@ -26,15 +26,14 @@ from service.auth import service as auth
 from service.auth.service import Scope
 from service.db import DbSession
 from service.errors import FieldError, ProblemError, problem_responses
-from service.events import service
+from service.events import api_events
 from service.events.body import json_response, limited_body, parse_json
 from service.settings import get_settings
+from service.vocabulary import EventType, IntakeStatus
 
 router = APIRouter(prefix="/v1", tags=["tracking"])
-_settings = get_settings()
 _RESPONSES = problem_responses(400, 401, 403, 413, 500)
-Kind = Literal["track", "identify", "page", "screen", "group", "alias"]
-_read_body = limited_body(_settings.events_max_batch_bytes)
+_read_body = limited_body(lambda: get_settings().events_max_batch_bytes)
 
 
 async def _body(request: Request) -> bytes:
@@ -74,7 +73,7 @@ def _decoded(request: Request, body: bytes) -> bytes:
         raise _problem(
             400, "invalid_request", f"Content-Encoding '{encoding[:32]}' is not supported."
         )
-    limit = _settings.events_max_batch_bytes
+    limit = get_settings().events_max_batch_bytes
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     try:
         data = inflater.decompress(body, limit + 1)  # a bounded read: no gzip bomb
@@ -152,7 +151,7 @@ def _ingest(
     request: Request,
     body: bytes,
     *,
-    kind: Kind | None,
+    kind: EventType | None,
 ) -> Response:
     received_at = datetime.now(UTC)
     data = _decoded(request, body)
@@ -177,12 +176,12 @@ def _ingest(
         _prepared(event, shared=shared, sent_at=sent_at, received_at=received_at)
         for event in events
     ]
-    results = service.ingest_api_events(session, raw_events=raw_events)
+    results = api_events.ingest_api_events(session, raw_events=raw_events)
     return json_response(
         TrackingAck(
-            accepted=sum(r.status == "accepted" for r in results),
-            duplicates=sum(r.status == "duplicate" for r in results),
-            rejected=sum(r.status == "rejected" for r in results),
+            accepted=sum(r.status == IntakeStatus.ACCEPTED for r in results),
+            duplicates=sum(r.status == IntakeStatus.DUPLICATE for r in results),
+            rejected=sum(r.status == IntakeStatus.REJECTED for r in results),
         )
     )
 
@@ -206,16 +205,16 @@ def batch(session: DbSession, request: Request, body: RawBody) -> Response:
     return _ingest(session, request, body, kind=None)
 
 
-def _single(kind: Kind) -> Any:
+def _single(kind: EventType) -> Any:
     def endpoint(session: DbSession, request: Request, body: RawBody) -> Response:
         return _ingest(session, request, body, kind=kind)
 
-    endpoint.__name__ = kind
+    endpoint.__name__ = kind.value
     endpoint.__doc__ = f"Segment's `{kind}` call: one event, as in a batch."
     return endpoint
 
 
-for _kind in ("track", "identify", "page", "screen", "group", "alias"):
+for _kind in EventType:
     router.add_api_route(
         f"/{_kind}",
         _single(_kind),

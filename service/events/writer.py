@@ -22,12 +22,13 @@ from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 
 from service import db
+from service.events.intake import receive_webhooks
 from service.events.repository import Delivery
-from service.events.service import receive_webhooks
+from service.vocabulary import DeliveryStatus
 
 log = structlog.get_logger(__name__)
 
-Result = tuple[str, int]
+Result = tuple[DeliveryStatus, int]
 
 
 class DeliveryWriter:

@@ -15,6 +15,7 @@ import phonenumbers
 from service import crypto
 from service.events.canonical import Identifiers
 from service.settings import get_settings
+from service.vocabulary import EventName
 
 USER_ID = "user_id"
 LOYALTY = "loyalty"
@@ -25,6 +26,15 @@ ANONYMOUS_ID = "anonymous_id"
 # to the profile its first event found. The weakest kind: it never outranks a person.
 ORDER = "order"
 CONTACT_KINDS = frozenset({EMAIL, PHONE})
+# Events whose `order_id` is an ORDER key.
+ORDER_EVENTS = frozenset(
+    {
+        EventName.ORDER_COMPLETED,
+        EventName.ORDER_UPDATED,
+        EventName.ORDER_CANCELLED,
+        EventName.ORDER_REFUNDED,
+    }
+)
 
 
 def platform_kind(source: str) -> str:
@@ -100,6 +110,12 @@ def keys_for(ids: Identifiers, *, source: str, order_id: str | None = None) -> l
     if order_id:
         add(ORDER, f"{source}:{order_id}")
     return sorted(keys, key=lambda k: strength(k.kind))
+
+
+def order_key(name: str | None, properties: dict[str, Any]) -> str | None:
+    """The order id an order event names, which joins it to its order's profile."""
+    order_id = properties.get("order_id") if name in ORDER_EVENTS else None
+    return str(order_id) if order_id else None
 
 
 def lookup_key(kind: str, value: str) -> IdentityKey | None:

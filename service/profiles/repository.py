@@ -1,4 +1,5 @@
-"""SQL for profiles: identities, merges, traits, orders and computed traits."""
+"""SQL for profiles: identities, merges, and the reads of the profile API (the writes that
+apply events' effects are in `effects_repository.py`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from service.db import advisory_xact_locks, json_document
 from service.events.models import Event
+from service.profiles.effects_repository import recompute_spend
 from service.profiles.identity import IdentityKey, is_strong
 from service.profiles.models import (
     Customer,
@@ -254,44 +256,6 @@ def customers_for_update(session: Session, ids: Iterable[uuid.UUID]) -> dict[uui
     return {c.id: c for c in rows}
 
 
-def touch_last_seen(session: Session, seen: dict[uuid.UUID, datetime]) -> None:
-    if not seen:
-        return
-    session.execute(
-        text(
-            "UPDATE customers AS c SET last_seen_at = GREATEST(c.last_seen_at, v.seen) "
-            "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(id uuid, seen timestamptz) "
-            "WHERE c.id = v.id"
-        ),
-        {"rows": json_document([{"id": c, "seen": at} for c, at in sorted(seen.items())])},
-    )
-
-
-def add_product_views(
-    session: Session, views: dict[tuple[uuid.UUID, str], tuple[int, datetime]]
-) -> None:
-    if not views:
-        return
-    session.execute(
-        text(
-            "INSERT INTO product_views (customer_id, product_id, views, last_viewed_at) "
-            "SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(customer_id uuid, "
-            "product_id text, views int, last_viewed_at timestamptz) "
-            "ON CONFLICT (customer_id, product_id) DO UPDATE SET "
-            "views = product_views.views + excluded.views, "
-            "last_viewed_at = GREATEST(product_views.last_viewed_at, excluded.last_viewed_at)"
-        ),
-        {
-            "rows": json_document(
-                [
-                    {"customer_id": c, "product_id": p, "views": n, "last_viewed_at": at}
-                    for (c, p), (n, at) in sorted(views.items())
-                ]
-            )
-        },
-    )
-
-
 def product_views(session: Session, customer_id: uuid.UUID) -> Sequence[ProductView]:
     return session.scalars(
         select(ProductView)
@@ -300,108 +264,12 @@ def product_views(session: Session, customer_id: uuid.UUID) -> Sequence[ProductV
     ).all()
 
 
-_UPSERT_ORDER = text(
-    """
-    INSERT INTO orders (source, order_id, customer_id, status, status_at, currency, total,
-                        placed_at, refunded, refunded_cumulative)
-    VALUES (:source, :order_id, :customer_id, :status, :status_at, :currency, :total,
-            :placed_at, :refunded, :refunded_cumulative)
-    ON CONFLICT (source, order_id) DO UPDATE SET
-      -- The newest status wins, but a generic update or a refund never undoes a
-      -- cancellation (platforms send an update beside the cancellation itself).
-      status = CASE WHEN excluded.status_at >= orders.status_at
-                     AND NOT (orders.status = 'cancelled'
-                              AND excluded.status IN ('updated', 'refunded'))
-                    THEN excluded.status ELSE orders.status END,
-      total = CASE WHEN excluded.total IS NOT NULL
-                    AND (excluded.status_at >= orders.status_at OR orders.total IS NULL)
-                   THEN excluded.total ELSE orders.total END,
-      currency = CASE WHEN excluded.currency IS NOT NULL
-                       AND (excluded.status_at >= orders.status_at OR orders.currency IS NULL)
-                      THEN excluded.currency ELSE orders.currency END,
-      placed_at = COALESCE(orders.placed_at, excluded.placed_at),
-      refunded = orders.refunded + excluded.refunded,
-      refunded_cumulative = GREATEST(orders.refunded_cumulative, excluded.refunded_cumulative),
-      status_at = GREATEST(orders.status_at, excluded.status_at)
-    """
-)
-
-
-def upsert_orders(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Apply order events, oldest first. The newest status wins whatever the arrival
-    order; a total or currency is replaced only by a newer event's; refunds add up
-    (each refund event is applied once: events are deduplicated before this)."""
-    for row in rows:
-        session.execute(_UPSERT_ORDER, row)
-
-
-_RECOMPUTE_SPEND = text(
-    """
-    WITH agg AS (
-        SELECT customer_id, currency, count(*) AS n,
-               sum(coalesce(total, 0) - GREATEST(refunded, refunded_cumulative)) AS spent
-        FROM orders
-        WHERE customer_id = ANY(:ids) AND status <> 'cancelled' AND currency IS NOT NULL
-        GROUP BY customer_id, currency),
-    upserted AS (
-        INSERT INTO customer_spend (customer_id, currency, orders_count, total_spent)
-        SELECT customer_id, currency, n, spent FROM agg
-        ON CONFLICT (customer_id, currency) DO UPDATE
-        SET orders_count = excluded.orders_count, total_spent = excluded.total_spent),
-    stale AS (
-        DELETE FROM customer_spend AS cs
-        WHERE cs.customer_id = ANY(:ids) AND NOT EXISTS (
-            SELECT 1 FROM agg WHERE agg.customer_id = cs.customer_id
-                              AND agg.currency = cs.currency))
-    UPDATE customers AS c
-    SET orders_count = coalesce(o.n, 0), first_order_at = o.first_at, last_order_at = o.last_at
-    FROM unnest(CAST(:ids AS uuid[])) AS x(id)
-    LEFT JOIN (
-        SELECT customer_id, count(*) AS n, min(placed_at) AS first_at, max(placed_at) AS last_at
-        FROM orders WHERE customer_id = ANY(:ids) AND status <> 'cancelled'
-        GROUP BY customer_id) AS o ON o.customer_id = x.id
-    WHERE c.id = x.id
-    """
-)
-
-
-def recompute_spend(session: Session, customer_ids: Iterable[uuid.UUID]) -> None:
-    """Orders count, money per currency and first/last order, from the orders table (one
-    statement: the spend rows of these customers are upserted, stale ones removed)."""
-    ids = sorted(set(customer_ids))
-    if ids:
-        session.execute(_RECOMPUTE_SPEND, {"ids": ids})
-
-
 def spend(session: Session, customer_id: uuid.UUID) -> Sequence[CustomerSpend]:
     return session.scalars(
         select(CustomerSpend)
         .where(CustomerSpend.customer_id == customer_id)
         .order_by(CustomerSpend.currency)
     ).all()
-
-
-def recompute_rfm(session: Session, *, now: datetime) -> int:
-    """RFM quintiles across all customers with orders. Monetary ranks within each
-    currency (amounts in different currencies are not comparable)."""
-    result = session.execute(
-        text(
-            "WITH base AS ("
-            "  SELECT c.id, c.last_order_at, c.orders_count, s.currency, s.total_spent "
-            "  FROM customers c JOIN LATERAL ("
-            "    SELECT currency, total_spent FROM customer_spend WHERE customer_id = c.id "
-            "    ORDER BY orders_count DESC, currency LIMIT 1) s ON true "
-            "  WHERE c.merged_into_id IS NULL AND c.orders_count > 0), "
-            "scored AS ("
-            "  SELECT id, ntile(5) OVER (ORDER BY last_order_at) AS r, "
-            "  ntile(5) OVER (ORDER BY orders_count) AS f, "
-            "  ntile(5) OVER (PARTITION BY currency ORDER BY total_spent) AS m FROM base) "
-            "UPDATE customers c SET rfm_recency = s.r, rfm_frequency = s.f, "
-            "rfm_monetary = s.m, rfm_computed_at = :now FROM scored s WHERE c.id = s.id"
-        ),
-        {"now": now},
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def events_page(

@@ -14,7 +14,8 @@ from typing import Any
 
 import orjson
 
-from service.events.signatures import sign_shopify, sign_woocommerce
+from service.events.platforms.shopify import sign_shopify
+from service.events.platforms.woocommerce import sign_woocommerce
 from service.synthetic.behaviour import Act, Kind, Line
 from service.synthetic.population import Customer
 

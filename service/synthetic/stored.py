@@ -24,15 +24,16 @@ from typing import Any
 
 import orjson
 
-from service.events.canonical import ORDER_COMPLETED, ORDER_REFUNDED, PRODUCT_VIEWED, Identifiers
+from service.events.canonical import Identifiers
+from service.profiles.effects import money
 from service.profiles.identity import CONTACT_KINDS, IdentityKey, keys_for
-from service.profiles.service import money
 from service.synthetic import behaviour, population
 from service.synthetic.behaviour import Act
 from service.synthetic.catalogue import Catalogue
 from service.synthetic.deliveries import segment_event
 from service.synthetic.personas import PersonasFile
 from service.synthetic.truth import Truth
+from service.vocabulary import EventName
 
 SOURCE = "synthetic"  # events.source, orders.source: bulk-loaded, never received
 NAMESPACE = uuid.UUID("0d7e8a5c-3f4b-4e3a-9c1e-6b2f0a9d4c17")
@@ -183,10 +184,12 @@ class Generator:
                 for trait, value in properties.items():
                     if stamp >= times.get(trait, ""):
                         traits[trait], times[trait] = value, stamp
-            elif name == PRODUCT_VIEWED and (product := properties.get("product_id")):
+            elif name == EventName.PRODUCT_VIEWED and (product := properties.get("product_id")):
                 count, _ = views.get(str(product), (0, at))
                 views[str(product)] = (count + 1, at)
-            elif name in (ORDER_COMPLETED, ORDER_REFUNDED) and properties.get("order_id"):
+            elif name in (EventName.ORDER_COMPLETED, EventName.ORDER_REFUNDED) and properties.get(
+                "order_id"
+            ):
                 _order(orders, name, properties, at)
         last_seen = max(act.at for act in acts)
         self._identities(out, cid, customer, known=known, identify=identify, orders=orders)
@@ -243,7 +246,7 @@ class Generator:
 
 def _stored(event: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
     """(type, name, properties) as the intake stores a Segment message
-    (`events.service.to_canonical`, `event_rows`): an identify's properties are its
+    (`events.api_events.to_canonical`, `events.intake.event_rows`): an identify's properties are its
     traits without email and phone (those are identity keys only), a track's name is
     its `event`, a page's its `name`; an `email` property is an identity key only."""
     kind = event["type"]
@@ -257,11 +260,11 @@ def _stored(event: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
 def _order(
     orders: dict[str, dict[str, Any]], name: str, props: dict[str, Any], at: datetime
 ) -> None:
-    """An order event applied as `profiles.repository.upsert_orders` does: the newest
+    """An order event applied as `profiles.effects_repository.upsert_orders` does: the newest
     status wins, a refund's amount adds to `refunded` and keeps the order's total."""
     amount = money(props.get("total", props.get("revenue")))
     currency = str(props["currency"]).upper()[:3] if props.get("currency") else None
-    refund = name == ORDER_REFUNDED
+    refund = name == EventName.ORDER_REFUNDED
     row = orders.setdefault(
         str(props["order_id"]),
         {

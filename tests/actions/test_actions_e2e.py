@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from service.events.signatures import sign_shopify
+from service.events.platforms.shopify import sign_shopify
 from tests import support
 from tests.support.sinks import HttpSink, TcpProxy, http_sink, smtp_server
 from tests.support.webhooks import fixture

@@ -19,16 +19,12 @@ from service.events.canonical import (
     IgnoredTopic,
     MappingError,
 )
-from service.events.platforms import (
-    BIGCOMMERCE_SCOPES,
-    SHOPIFY_TOPICS,
-    STRIPE_TOPICS,
-    WOOCOMMERCE_TOPICS,
-    map_shopify,
-    map_standard,
-    map_stripe,
-    map_woocommerce,
-)
+from service.events.platform import Platform
+from service.events.platforms import PLATFORMS, platform_for
+from service.events.platforms.shopify import SHOPIFY, SHOPIFY_TOPICS, map_shopify
+from service.events.platforms.standard import BIGCOMMERCE_SCOPES, STANDARD, map_standard
+from service.events.platforms.stripe import STRIPE_TOPICS, map_stripe
+from service.events.platforms.woocommerce import WOOCOMMERCE_TOPICS, map_woocommerce
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
@@ -854,3 +850,21 @@ def test_bigcommerce_status_update_to_cancelled_or_declined_cancels(
     [event] = map_standard(source="bigcommerce", payload=payload, delivery_id="d1")
     assert event.name == name
     assert event.properties["order_id"] == "250"
+
+
+def test_the_registry_serves_each_platform_by_name_and_any_other_source_as_standard() -> None:
+    assert {name: p.name for name, p in PLATFORMS.items()} == {
+        "shopify": "shopify",
+        "woocommerce": "woocommerce",
+        "stripe": "stripe",
+    }
+    assert platform_for("shopify") is SHOPIFY
+    assert platform_for("bigcommerce") is STANDARD
+
+
+@pytest.mark.parametrize("platform", [*PLATFORMS.values(), STANDARD], ids=lambda p: p.name)
+def test_a_platform_never_keeps_a_signature_header(platform: Platform) -> None:
+    signed = {"x-shopify-hmac-sha256", "x-wc-webhook-signature", "stripe-signature"}
+    assert not signed & set(platform.kept_headers)
+    assert "webhook-signature" not in platform.kept_headers
+    assert all(name == name.lower() for name in platform.kept_headers)

@@ -13,17 +13,17 @@ from functools import partial
 import pytest
 from starlette.datastructures import Headers
 
+from service.events.platforms.shopify import sign_shopify, verify_shopify
+from service.events.platforms.stripe import sign_stripe, verify_stripe
+from service.events.platforms.woocommerce import (
+    is_woocommerce_ping,
+    sign_woocommerce,
+    verify_woocommerce,
+)
 from service.events.signatures import (
     SignatureError,
-    is_woocommerce_ping,
-    sign_shopify,
     sign_standard_webhooks,
-    sign_stripe,
-    sign_woocommerce,
-    verify_shopify,
     verify_standard_webhooks,
-    verify_stripe,
-    verify_woocommerce,
 )
 
 Verify = Callable[[bytes, Mapping[str, str], Sequence[str]], None]

@@ -18,7 +18,7 @@ from segment.analytics.client import Client
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from service.events.service import resolve_pending
+from service.profiles.resolution import resolve_pending
 from tests import support
 from tests.support import api_process
 

@@ -8,7 +8,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from service.events import signatures
+from service.events.platforms.shopify import sign_shopify
+from service.settings import get_settings
 from tests.support import resolve_all
 from tests.support import webhooks as send
 from tests.support.webhooks import fixture
@@ -91,7 +92,7 @@ def _tampered(client: TestClient) -> object:
     headers = {
         "X-Shopify-Topic": "orders/create",
         "X-Shopify-Event-Id": "t-1",
-        "X-Shopify-Hmac-Sha256": signatures.sign_shopify(body, "shpss_test_secret"),
+        "X-Shopify-Hmac-Sha256": sign_shopify(body, "shpss_test_secret"),
     }
     return client.post("/v1/webhooks/shopify", content=body.replace(b"1", b"2", 1), headers=headers)
 
@@ -177,11 +178,36 @@ def test_body_over_the_limit_is_413(client: TestClient, session: Session) -> Non
         headers={
             "X-Shopify-Topic": "orders/create",
             "X-Shopify-Event-Id": "big",
-            "X-Shopify-Hmac-Sha256": signatures.sign_shopify(body, "shpss_test_secret"),
+            "X-Shopify-Hmac-Sha256": sign_shopify(body, "shpss_test_secret"),
         },
     )
     assert response.status_code == 413
     assert response.headers["content-type"] == PROBLEM
+    assert count(session, "webhook_deliveries") == 0
+
+
+def test_the_body_limit_is_the_setting_at_the_time_of_the_request(
+    client: TestClient, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = b'{"pad": "' + b"x" * 3000 + b'"}'
+    with monkeypatch.context() as patch:
+        patch.setenv("WEBHOOK_MAX_BYTES", "2048")
+        get_settings.cache_clear()
+        try:
+            response = client.post(
+                "/v1/webhooks/shopify",
+                content=body,
+                headers={
+                    "X-Shopify-Topic": "orders/create",
+                    "X-Shopify-Event-Id": "over-2048",
+                    "X-Shopify-Hmac-Sha256": sign_shopify(body, "shpss_test_secret"),
+                },
+            )
+        finally:
+            patch.undo()
+            get_settings.cache_clear()
+    assert response.status_code == 413
+    assert "2048 bytes" in response.json()["detail"]
     assert count(session, "webhook_deliveries") == 0
 
 

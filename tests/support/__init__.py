@@ -80,7 +80,7 @@ def resolve_all() -> int:
     """Resolve every stored event onto profiles, as the worker's task does after a
     commit; inside a test, on the test's connection."""
     from service import db
-    from service.events.service import resolve_pending
+    from service.profiles.resolution import resolve_pending
 
     total = 0
     with db.transaction() as session:

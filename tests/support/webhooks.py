@@ -11,7 +11,10 @@ from typing import Any
 from fastapi.testclient import TestClient
 from httpx import Response
 
-from service.events import signatures
+from service.events.platforms.shopify import sign_shopify
+from service.events.platforms.stripe import sign_stripe
+from service.events.platforms.woocommerce import sign_woocommerce
+from service.events.signatures import sign_standard_webhooks
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
 
@@ -39,7 +42,7 @@ def shopify(
         headers={
             "Content-Type": "application/json",
             "X-Shopify-Topic": topic,
-            "X-Shopify-Hmac-Sha256": signatures.sign_shopify(body, secret),
+            "X-Shopify-Hmac-Sha256": sign_shopify(body, secret),
             "X-Shopify-Shop-Domain": "example.myshopify.com",
             "X-Shopify-Event-Id": event_id or str(uuid.uuid4()),
             "X-Shopify-Webhook-Id": str(uuid.uuid4()),
@@ -62,7 +65,7 @@ def woocommerce(
         headers={
             "Content-Type": "application/json",
             "X-WC-Webhook-Topic": topic,
-            "X-WC-Webhook-Signature": signatures.sign_woocommerce(body, secret),
+            "X-WC-Webhook-Signature": sign_woocommerce(body, secret),
             "X-WC-Webhook-Delivery-ID": delivery_id or uuid.uuid4().hex,
             "X-WC-Webhook-ID": "12",
         },
@@ -83,7 +86,7 @@ def stripe(
         content=body,
         headers={
             "Content-Type": "application/json",
-            "Stripe-Signature": signatures.sign_stripe(body, secret, stamp),
+            "Stripe-Signature": sign_stripe(body, secret, stamp),
         },
     )
 
@@ -107,7 +110,7 @@ def standard(
             "Content-Type": "application/json",
             "webhook-id": msg_id,
             "webhook-timestamp": str(stamp),
-            "webhook-signature": signatures.sign_standard_webhooks(
+            "webhook-signature": sign_standard_webhooks(
                 body, msg_id=msg_id, timestamp=stamp, secret=secret
             ),
         },

@@ -21,8 +21,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from service.events import service
+from service.events import intake
 from service.events.canonical import CanonicalEvent, Identifiers
+from service.profiles import resolution
 from tests import support
 
 
@@ -47,12 +48,12 @@ def resolve_second_while_first_is_open(engine: Engine) -> None:
     def second() -> None:
         try:
             with Session(engine) as session, session.begin():
-                assert service.resolve_pending(session, limit=1) == 1
+                assert resolution.resolve_pending(session, limit=1) == 1
         except BaseException as exc:
             failures.append(exc)
 
     with Session(engine) as first, first.begin():
-        assert service.resolve_pending(first, limit=1) == 1
+        assert resolution.resolve_pending(first, limit=1) == 1
         other = threading.Thread(target=second)
         other.start()
         time.sleep(0.5)
@@ -67,7 +68,7 @@ def test_a_second_resolver_waits_for_the_first_on_a_shared_identity(make_databas
     engine = create_engine(make_database("race"))
     try:
         with Session(engine) as session, session.begin():
-            service.store(session, events=[event("visitor-1"), event("visitor-1")])
+            intake.store(session, events=[event("visitor-1"), event("visitor-1")])
 
         resolve_second_while_first_is_open(engine)
 
@@ -86,7 +87,7 @@ def test_an_event_resolved_during_a_merge_lands_on_the_winner(make_database) -> 
     """Profile L (anonymous x, email E) is being merged into W (user u) by resolver A
     when resolver B resolves an order naming only E. B must wait for the merge and put
     the order on W; otherwise it would stay on the merged-away L for good."""
-    from service.events.service import ingest_api_events
+    from service.events.api_events import ingest_api_events
 
     engine = create_engine(make_database("merge_race"))
 
@@ -96,7 +97,7 @@ def test_an_event_resolved_during_a_merge_lands_on_the_winner(make_database) -> 
 
     def resolve_all() -> None:
         with Session(engine) as session, session.begin():
-            while service.resolve_pending(session):
+            while resolution.resolve_pending(session):
                 pass
 
     try:

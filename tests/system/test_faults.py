@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from service import db, errors
 from service.auth.service import Scope, create_key
-from service.events import signatures
+from service.events.platforms.shopify import sign_shopify
 from service.logging import configure
 from service.worker import get_celery
 from tests import support
@@ -301,7 +301,7 @@ def _webhook() -> tuple[list[str], dict[str, Any]]:
         "headers": {
             "Content-Type": "application/json",
             "X-Shopify-Topic": topic,
-            "X-Shopify-Hmac-Sha256": signatures.sign_shopify(body, SHOPIFY_SECRET),
+            "X-Shopify-Hmac-Sha256": sign_shopify(body, SHOPIFY_SECRET),
             "X-Shopify-Shop-Domain": "example.myshopify.com",
             "X-Shopify-Event-Id": event_id,
         },

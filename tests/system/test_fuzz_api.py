@@ -44,7 +44,10 @@ from sqlalchemy.orm import Session
 from service import errors
 from service.app import create_app
 from service.auth.service import Scope, create_key, revoke_key
-from service.events import signatures
+from service.events.platforms.shopify import sign_shopify
+from service.events.platforms.stripe import sign_stripe
+from service.events.platforms.woocommerce import sign_woocommerce
+from service.events.signatures import sign_standard_webhooks
 from tests import support
 from tests.support.webhooks import FIXTURES, fixture
 
@@ -313,20 +316,20 @@ def _signed_headers(label: str, name: str, body: bytes) -> tuple[str, dict[str, 
     headers = {"Content-Type": "application/json"}
     if label.endswith("shopify"):
         headers["X-Shopify-Topic"] = name.replace("_alt_rest_fixture", "").replace("_", "/", 1)
-        headers["X-Shopify-Hmac-Sha256"] = signatures.sign_shopify(body, "shpss_test_secret")
+        headers["X-Shopify-Hmac-Sha256"] = sign_shopify(body, "shpss_test_secret")
         headers["X-Shopify-Event-Id"] = delivery
         return "/v1/webhooks/shopify", headers
     if label.endswith("woocommerce"):
         topic = name.replace("_with_refunds", "").replace("_", ".", 1)
         headers["X-WC-Webhook-Topic"] = topic
-        headers["X-WC-Webhook-Signature"] = signatures.sign_woocommerce(body, "wc_test_secret")
+        headers["X-WC-Webhook-Signature"] = sign_woocommerce(body, "wc_test_secret")
         headers["X-WC-Webhook-Delivery-ID"] = delivery
         return "/v1/webhooks/woocommerce", headers
     if label.endswith("stripe"):
-        headers["Stripe-Signature"] = signatures.sign_stripe(body, "whsec_test_secret", now)
+        headers["Stripe-Signature"] = sign_stripe(body, "whsec_test_secret", now)
         return "/v1/webhooks/stripe", headers
     headers["webhook-id"], headers["webhook-timestamp"] = delivery, str(now)
-    headers["webhook-signature"] = signatures.sign_standard_webhooks(
+    headers["webhook-signature"] = sign_standard_webhooks(
         body, msg_id=delivery, timestamp=now, secret="test_client_secret"
     )
     return "/v1/webhooks/bigcommerce", headers

@@ -1,25 +1,30 @@
-"""Webhook deliveries from e-commerce platforms, mapped to canonical events.
+"""The webhook platforms, one module each, and their registry.
 
-Pure functions: no database, no HTTP. Each platform has one table from topic to a small
-mapper, so the table doubles as documentation (docs/webhooks.md mirrors it). A topic
-missing from a table, or mapped to `ignored`, raises `IgnoredTopic`: the delivery is
-stored but produces no event. A payload lacking what its mapping needs raises
-`MappingError` naming the dotted path of the field, and is quarantined.
+Each module holds everything of its platform: the signature check, the delivery key,
+the headers kept, and the table from topic to a small mapper (docs/webhooks.md mirrors
+the tables). A topic missing from a table, or mapped to `ignored`, raises
+`IgnoredTopic`: the delivery is stored but produces no event. A payload lacking what
+its mapping needs raises `MappingError` naming the dotted path of the field, and is
+quarantined. Pure: no database, no HTTP.
+
+A platform is added by writing its module (`service.events.platform.Platform`) and
+listing it in `PLATFORMS`; a source not listed is a Standard Webhooks sender.
 """
 
-from service.events.platforms.shopify import SHOPIFY_TOPICS, map_shopify
-from service.events.platforms.standard import BIGCOMMERCE_SCOPES, SEGMENT_TYPES, map_standard
-from service.events.platforms.stripe import STRIPE_TOPICS, map_stripe
-from service.events.platforms.woocommerce import WOOCOMMERCE_TOPICS, map_woocommerce
+from __future__ import annotations
 
-__all__ = [
-    "BIGCOMMERCE_SCOPES",
-    "SEGMENT_TYPES",
-    "SHOPIFY_TOPICS",
-    "STRIPE_TOPICS",
-    "WOOCOMMERCE_TOPICS",
-    "map_shopify",
-    "map_standard",
-    "map_stripe",
-    "map_woocommerce",
-]
+from collections.abc import Mapping
+
+from service.events.platform import Platform
+from service.events.platforms.shopify import SHOPIFY
+from service.events.platforms.standard import STANDARD
+from service.events.platforms.stripe import STRIPE
+from service.events.platforms.woocommerce import WOOCOMMERCE
+
+# Platforms served at `/v1/webhooks/{name}`, in the order their endpoints are listed.
+PLATFORMS: Mapping[str, Platform] = {p.name: p for p in (SHOPIFY, WOOCOMMERCE, STRIPE)}
+
+
+def platform_for(source: str) -> Platform:
+    """The platform whose deliveries are stored under `source`."""
+    return PLATFORMS.get(source, STANDARD)

@@ -19,12 +19,12 @@ from typing import Any
 from service.events.canonical import (
     MONEY_FIELDS,
     CanonicalEvent,
-    EventType,
     Identifiers,
     IgnoredTopic,
     MappingError,
 )
 from service.events.checks import check_time, text_problem
+from service.vocabulary import EventType
 
 # Plain decimal notation only: `Decimal()` would also take "NaN", "Infinity", "1_000"
 # and surrounding spaces, none of which is a price.
@@ -258,7 +258,7 @@ class Delivery:
     def event(
         self,
         *,
-        type: EventType = "track",
+        type: EventType = EventType.TRACK,
         name: str | None,
         occurred_at: datetime,
         identifiers: Identifiers,

@@ -1,22 +1,16 @@
-"""Shopify HTTPS webhooks (topic in `X-Shopify-Topic`) mapped to canonical events."""
+"""Shopify HTTPS webhooks: the signature (`X-Shopify-Hmac-Sha256`), and the topics
+(`X-Shopify-Topic`) mapped to canonical events."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import base64
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal, localcontext
 from functools import partial
 from typing import Any
 
-from service.events.canonical import (
-    CHECKOUT_STARTED,
-    ORDER_CANCELLED,
-    ORDER_COMPLETED,
-    ORDER_REFUNDED,
-    ORDER_UPDATED,
-    PRODUCT_ADDED,
-    CanonicalEvent,
-    Identifiers,
-)
+from service.events.canonical import CanonicalEvent, Identifiers
+from service.events.platform import COMMON_KEPT, required
 from service.events.platforms.common import (
     SUM_PRECISION,
     Delivery,
@@ -29,8 +23,10 @@ from service.events.platforms.common import (
     money_text,
     run_table,
 )
+from service.events.signatures import hmac_sha256, verify_base64_body_hmac
+from service.vocabulary import EventName, EventType
 
-# --------------------------------------------------------------------------- Shopify
+SIGNATURE_HEADER = "X-Shopify-Hmac-Sha256"
 
 
 def _shopify_product(line: Node) -> dict[str, Any]:
@@ -108,7 +104,7 @@ def _shopify_cart(delivery: Delivery, *, time_key: str) -> list[CanonicalEvent]:
     }
     return [
         delivery.event(
-            name=PRODUCT_ADDED,
+            name=EventName.PRODUCT_ADDED,
             occurred_at=body.iso_time(time_key),
             identifiers=Identifiers(anonymous_id=token),
             properties=compact(properties),
@@ -131,7 +127,7 @@ def _shopify_checkout(delivery: Delivery, *, time_key: str) -> list[CanonicalEve
     }
     return [
         delivery.event(
-            name=CHECKOUT_STARTED,
+            name=EventName.CHECKOUT_STARTED,
             occurred_at=body.iso_time(time_key),
             identifiers=_shopify_identifiers(body),
             properties=compact(properties),
@@ -219,7 +215,7 @@ def _shopify_refund(delivery: Delivery) -> list[CanonicalEvent]:
     }
     return [
         delivery.event(
-            name=ORDER_REFUNDED,
+            name=EventName.ORDER_REFUNDED,
             occurred_at=body.iso_time("created_at", "processed_at"),
             # A refund payload names no customer: order_id is its only link to one.
             identifiers=Identifiers(),
@@ -261,7 +257,7 @@ def _shopify_customer(delivery: Delivery, *, time_key: str) -> list[CanonicalEve
     )
     return [
         delivery.event(
-            type="identify",
+            type=EventType.IDENTIFY,
             name=None,
             occurred_at=body.iso_time(time_key),
             identifiers=identifiers,
@@ -278,11 +274,15 @@ SHOPIFY_TOPICS: Mapping[str, Mapper] = {
     # Sent when a checkout completes or expires; abandonment is a rule over
     # Checkout Started without a later Order Completed, not an event.
     "checkouts/delete": ignored,
-    "orders/create": partial(_shopify_order, name=ORDER_COMPLETED, time_keys=("created_at",)),
-    "orders/paid": partial(_shopify_order, name=ORDER_UPDATED, time_keys=("updated_at",)),
-    "orders/updated": partial(_shopify_order, name=ORDER_UPDATED, time_keys=("updated_at",)),
+    "orders/create": partial(
+        _shopify_order, name=EventName.ORDER_COMPLETED, time_keys=("created_at",)
+    ),
+    "orders/paid": partial(_shopify_order, name=EventName.ORDER_UPDATED, time_keys=("updated_at",)),
+    "orders/updated": partial(
+        _shopify_order, name=EventName.ORDER_UPDATED, time_keys=("updated_at",)
+    ),
     "orders/cancelled": partial(
-        _shopify_order, name=ORDER_CANCELLED, time_keys=("cancelled_at", "updated_at")
+        _shopify_order, name=EventName.ORDER_CANCELLED, time_keys=("cancelled_at", "updated_at")
     ),
     "refunds/create": _shopify_refund,
     "customers/create": partial(_shopify_customer, time_key="created_at"),
@@ -295,3 +295,54 @@ def map_shopify(*, topic: str, payload: dict[str, Any], delivery_id: str) -> lis
     return run_table(
         SHOPIFY_TOPICS, source="shopify", topic=topic, payload=payload, delivery_id=delivery_id
     )
+
+
+def sign_shopify(body: bytes, secret: str) -> str:
+    """The `X-Shopify-Hmac-Sha256` value Shopify sends for `body`."""
+    return base64.b64encode(hmac_sha256(secret.encode(), body)).decode("ascii")
+
+
+def verify_shopify(body: bytes, headers: Mapping[str, str], secrets: Sequence[str]) -> None:
+    """Check `X-Shopify-Hmac-Sha256` = base64(HMAC-SHA256(secret, body)) for any secret.
+
+    Shopify signs no timestamp, so there is no replay window here: dedupe on
+    `X-Shopify-Event-Id` instead.
+    """
+    verify_base64_body_hmac(body, headers, secrets, SIGNATURE_HEADER)
+
+
+class Shopify:
+    name = "shopify"
+    description = """Shopify HTTPS webhooks (`X-Shopify-Hmac-Sha256`). Deduplicated on the topic and
+`X-Shopify-Event-Id`."""
+    kept_headers = (
+        "x-shopify-topic",
+        "x-shopify-shop-domain",
+        "x-shopify-api-version",
+        "x-shopify-webhook-id",
+        "x-shopify-event-id",
+        "x-shopify-triggered-at",
+        *COMMON_KEPT,
+    )
+
+    def verify(
+        self, body: bytes, headers: Mapping[str, str], secrets: Sequence[str], *, tolerance_s: int
+    ) -> None:
+        verify_shopify(body, headers, secrets)
+
+    def ping(self, body: bytes, headers: Mapping[str, str]) -> bool:
+        return False
+
+    def topic(self, body: bytes, headers: Mapping[str, str]) -> str:
+        return required(headers, "X-Shopify-Topic")
+
+    def delivery_key(self, body: bytes, headers: Mapping[str, str]) -> str:
+        return f"{self.topic(body, headers)}:{required(headers, 'X-Shopify-Event-Id')}"
+
+    def map(
+        self, *, source: str, topic: str, payload: dict[str, Any], delivery_id: str
+    ) -> list[CanonicalEvent]:
+        return map_shopify(topic=topic, payload=payload, delivery_id=delivery_id)
+
+
+SHOPIFY = Shopify()

@@ -1,26 +1,20 @@
-"""Standard Webhooks senders: BigCommerce scopes, and bodies already shaped as Segment
-events."""
+"""Standard Webhooks senders (`webhook-signature`, any configured source): BigCommerce
+scopes, and bodies already shaped as Segment events."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
 from service.events.canonical import (
     MONEY_FIELDS,
-    ORDER_CANCELLED,
-    ORDER_COMPLETED,
-    ORDER_REFUNDED,
-    ORDER_UPDATED,
-    PRODUCT_ADDED,
-    PRODUCT_REMOVED,
     CanonicalEvent,
-    EventType,
     Identifiers,
     IgnoredTopic,
     MappingError,
 )
+from service.events.platform import COMMON_KEPT, json_field, required
 from service.events.platforms.common import (
     Delivery,
     Mapper,
@@ -30,6 +24,8 @@ from service.events.platforms.common import (
     root,
     run_table,
 )
+from service.events.signatures import verify_standard_webhooks
+from service.vocabulary import EventName, EventType
 
 # --------------------------------------------------- Standard Webhooks: BigCommerce
 
@@ -45,7 +41,7 @@ def _bigcommerce_event(
     name: str | None,
     identifiers: Identifiers,
     properties: Mapping[str, Any] | None = None,
-    type: EventType = "track",
+    type: EventType = EventType.TRACK,
 ) -> list[CanonicalEvent]:
     return [
         delivery.event(
@@ -74,7 +70,7 @@ def _bigcommerce_cart_converted(delivery: Delivery) -> list[CanonicalEvent]:
     cart_id = data.id("id")
     return _bigcommerce_event(
         delivery,
-        name=ORDER_COMPLETED,
+        name=EventName.ORDER_COMPLETED,
         identifiers=Identifiers(anonymous_id=f"bigcommerce-cart:{cart_id}"),
         properties={"cart_id": cart_id, "order_id": data.id("orderId")},
     )
@@ -88,7 +84,7 @@ def _bigcommerce_order(delivery: Delivery, *, name: str) -> list[CanonicalEvent]
     data = delivery.body.child("data")
     status = data.opt_child("status")  # only on statusUpdated: numeric status ids
     if status and status.opt_int("new_status_id") in _BIGCOMMERCE_CANCELLED:
-        name = ORDER_CANCELLED
+        name = EventName.ORDER_CANCELLED
     properties = {
         "order_id": data.id("id"),
         "status_id": status.opt_int("new_status_id") if status else None,
@@ -107,7 +103,10 @@ def _bigcommerce_refund(delivery: Delivery) -> list[CanonicalEvent]:
         "refund_id": refund.opt_id("refund_id") if refund else None,
     }
     return _bigcommerce_event(
-        delivery, name=ORDER_REFUNDED, identifiers=Identifiers(), properties=compact(properties)
+        delivery,
+        name=EventName.ORDER_REFUNDED,
+        identifiers=Identifiers(),
+        properties=compact(properties),
     )
 
 
@@ -115,13 +114,13 @@ def _bigcommerce_customer(delivery: Delivery) -> list[CanonicalEvent]:
     customer_id = delivery.body.child("data").id("id")
     return _bigcommerce_event(
         delivery,
-        type="identify",
+        type=EventType.IDENTIFY,
         name=None,
         identifiers=Identifiers(platform_customer_id=customer_id),
     )
 
 
-_bigcommerce_product_added = partial(_bigcommerce_cart, name=PRODUCT_ADDED)
+_bigcommerce_product_added = partial(_bigcommerce_cart, name=EventName.PRODUCT_ADDED)
 
 # BigCommerce payloads are thin (type and id): the mapping stores what arrives and
 # never calls the platform back for details. No order or refund scope names a customer.
@@ -131,13 +130,13 @@ BIGCOMMERCE_SCOPES: Mapping[str, Mapper] = {
     "store/cart/lineItem/created": _bigcommerce_product_added,
     "store/cart/lineItem/updated": _bigcommerce_product_added,
     # A deleted line is the one cart change whose direction is known: Product Removed.
-    "store/cart/lineItem/deleted": partial(_bigcommerce_cart, name=PRODUCT_REMOVED),
+    "store/cart/lineItem/deleted": partial(_bigcommerce_cart, name=EventName.PRODUCT_REMOVED),
     "store/cart/converted": _bigcommerce_cart_converted,
     # Abandonment is a rule over cart events and the absence of an order.
     "store/cart/abandoned": ignored,
-    "store/order/created": partial(_bigcommerce_order, name=ORDER_COMPLETED),
-    "store/order/updated": partial(_bigcommerce_order, name=ORDER_UPDATED),
-    "store/order/statusUpdated": partial(_bigcommerce_order, name=ORDER_UPDATED),
+    "store/order/created": partial(_bigcommerce_order, name=EventName.ORDER_COMPLETED),
+    "store/order/updated": partial(_bigcommerce_order, name=EventName.ORDER_UPDATED),
+    "store/order/statusUpdated": partial(_bigcommerce_order, name=EventName.ORDER_UPDATED),
     "store/order/refund/created": _bigcommerce_refund,
     "store/customer/created": _bigcommerce_customer,
     "store/customer/updated": _bigcommerce_customer,
@@ -146,7 +145,9 @@ BIGCOMMERCE_SCOPES: Mapping[str, Mapper] = {
 
 # ------------------------------------------ Standard Webhooks: Segment-shaped bodies
 
-_SEGMENT_TYPES: Mapping[str, EventType] = {"track": "track", "identify": "identify", "page": "page"}
+_SEGMENT_TYPES: Mapping[str, EventType] = {
+    t: t for t in (EventType.TRACK, EventType.IDENTIFY, EventType.PAGE)
+}
 # Segment sends money as numbers; the canonical event keeps it as decimal strings.
 _SEGMENT_MONEY = MONEY_FIELDS
 
@@ -196,8 +197,12 @@ def _without(node: Node, *keys: str) -> dict[str, Any]:
 def _segment_event(delivery: Delivery) -> list[CanonicalEvent]:
     body = delivery.body
     type_ = _SEGMENT_TYPES[delivery.topic]
-    name = {"track": body.text("event"), "page": body.text("name"), "identify": None}[type_]
-    if type_ == "track" and name is None:
+    name = {
+        EventType.TRACK: body.text("event"),
+        EventType.PAGE: body.text("name"),
+        EventType.IDENTIFY: None,
+    }[type_]
+    if type_ == EventType.TRACK and name is None:
         raise MappingError("a track event needs an event name", field="event")
     return [
         delivery.event(
@@ -236,3 +241,34 @@ def map_standard(*, source: str, payload: dict[str, Any], delivery_id: str) -> l
             SEGMENT_TYPES, source=source, topic=kind, payload=payload, delivery_id=delivery_id
         )
     raise IgnoredTopic(kind if isinstance(kind, str) and kind else "unknown")
+
+
+class StandardWebhooks:
+    """Any source not registered by name: its endpoint is `/v1/webhooks/{source}`."""
+
+    name = "{source}"
+    description = """Any sender using Standard Webhooks (`webhook-id`, `webhook-timestamp`,
+`webhook-signature`; BigCommerce signs this way), deduplicated on `webhook-id`."""
+    kept_headers = ("webhook-id", "webhook-timestamp", *COMMON_KEPT)
+
+    def verify(
+        self, body: bytes, headers: Mapping[str, str], secrets: Sequence[str], *, tolerance_s: int
+    ) -> None:
+        verify_standard_webhooks(body, headers, secrets, tolerance_s=tolerance_s)
+
+    def ping(self, body: bytes, headers: Mapping[str, str]) -> bool:
+        return False
+
+    def topic(self, body: bytes, headers: Mapping[str, str]) -> str | None:
+        return json_field(body, "scope", "type", "event")
+
+    def delivery_key(self, body: bytes, headers: Mapping[str, str]) -> str:
+        return required(headers, "webhook-id")
+
+    def map(
+        self, *, source: str, topic: str, payload: dict[str, Any], delivery_id: str
+    ) -> list[CanonicalEvent]:
+        return map_standard(source=source, payload=payload, delivery_id=delivery_id)
+
+
+STANDARD = StandardWebhooks()

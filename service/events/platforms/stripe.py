@@ -1,19 +1,21 @@
-"""Stripe events (type in the body) mapped to canonical events."""
+"""Stripe webhooks: the signature (`Stripe-Signature`, with a timestamp), and the
+events (type in the body) mapped to canonical events."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import hmac
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
 from service.events.canonical import (
-    ORDER_COMPLETED,
-    ORDER_REFUNDED,
     CanonicalEvent,
     Identifiers,
     IgnoredTopic,
     MappingError,
 )
+from service.events.platform import COMMON_KEPT, json_field
 from service.events.platforms.common import (
     Delivery,
     Mapper,
@@ -25,8 +27,18 @@ from service.events.platforms.common import (
     root,
     run_table,
 )
+from service.events.signatures import (
+    DEFAULT_TOLERANCE_S,
+    SignatureError,
+    any_match,
+    check_timestamp,
+    checked,
+    header,
+    is_timestamp,
+)
+from service.vocabulary import EventName, EventType
 
-# ---------------------------------------------------------------------------- Stripe
+SIGNATURE_HEADER = "Stripe-Signature"
 
 # Stripe amounts are integers in the currency's minor unit. Exponent 2 unless listed
 # (docs.stripe.com/currencies: zero-decimal and three-decimal currencies).
@@ -87,7 +99,7 @@ def _stripe_session_completed(delivery: Delivery) -> list[CanonicalEvent]:
     )
     return [
         delivery.event(
-            name=ORDER_COMPLETED,
+            name=EventName.ORDER_COMPLETED,
             occurred_at=delivery.body.unix_time("created"),
             identifiers=identifiers,
             properties=compact(properties),
@@ -115,7 +127,7 @@ def _stripe_charge_refunded(delivery: Delivery) -> list[CanonicalEvent]:
     )
     return [
         delivery.event(
-            name=ORDER_REFUNDED,
+            name=EventName.ORDER_REFUNDED,
             occurred_at=delivery.body.unix_time("created"),
             identifiers=identifiers,
             properties=compact(properties),
@@ -135,7 +147,7 @@ def _stripe_customer(delivery: Delivery) -> list[CanonicalEvent]:
     )
     return [
         delivery.event(
-            type="identify",
+            type=EventType.IDENTIFY,
             name=None,
             occurred_at=delivery.body.unix_time("created"),
             identifiers=identifiers,
@@ -167,3 +179,81 @@ def map_stripe(*, payload: dict[str, Any]) -> list[CanonicalEvent]:
     return run_table(
         STRIPE_TOPICS, source="stripe", topic=topic, payload=payload, delivery_id=body.id("id")
     )
+
+
+def sign_stripe(body: bytes, secret: str, timestamp: int) -> str:
+    """The full `Stripe-Signature` value (`t=…,v1=…`); the `whsec_` secret is the key as-is."""
+    return f"t={timestamp},v1={_stripe_hex(secret.encode(), str(timestamp), body)}"
+
+
+def verify_stripe(
+    body: bytes,
+    headers: Mapping[str, str],
+    secrets: Sequence[str],
+    *,
+    now: float | None = None,
+    tolerance_s: int = DEFAULT_TOLERANCE_S,
+) -> None:
+    """Check `Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>…]`.
+
+    Signed payload: f"{t}." + body; key: the endpoint secret `whsec_…` as UTF-8, NOT
+    base64-decoded (unlike Standard Webhooks). Any `v1` matching any secret is enough;
+    other schemes (`v0`) are ignored. Unlike stripe-python, which only rejects old
+    timestamps, `t` more than `tolerance_s` in the future is rejected too: a clock that
+    far off would otherwise stretch the replay window.
+    """
+    keys = [secret.encode() for secret in checked(secrets)]
+    timestamp, signatures = _parse_stripe_header(header(headers, SIGNATURE_HEADER))
+    check_timestamp(timestamp, now, tolerance_s)
+    expected = [_stripe_hex(key, timestamp, body).encode("ascii") for key in keys]
+    if not any_match(expected, signatures):
+        raise SignatureError("signature does not match")
+
+
+def _stripe_hex(key: bytes, timestamp: str, body: bytes) -> str:
+    return hmac.new(key, timestamp.encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
+
+
+def _parse_stripe_header(value: str) -> tuple[str, list[bytes]]:
+    timestamps: list[str] = []
+    signatures: list[bytes] = []
+    for item in value.split(","):
+        key, _, field = item.strip().partition("=")
+        if key == "t":
+            timestamps.append(field)
+        elif key == "v1":
+            signatures.append(field.encode("utf-8", "replace"))
+    if len(timestamps) != 1 or not is_timestamp(timestamps[0]):
+        raise SignatureError(f"malformed {SIGNATURE_HEADER} header: needs one numeric t=")
+    if not signatures:
+        raise SignatureError(f"no v1 signature in {SIGNATURE_HEADER} header")
+    return timestamps[0], signatures
+
+
+class Stripe:
+    name = "stripe"
+    description = """Stripe webhooks (`Stripe-Signature`, 5-minute tolerance), deduplicated on the
+event id in the body."""
+    kept_headers = COMMON_KEPT
+
+    def verify(
+        self, body: bytes, headers: Mapping[str, str], secrets: Sequence[str], *, tolerance_s: int
+    ) -> None:
+        verify_stripe(body, headers, secrets, tolerance_s=tolerance_s)
+
+    def ping(self, body: bytes, headers: Mapping[str, str]) -> bool:
+        return False
+
+    def topic(self, body: bytes, headers: Mapping[str, str]) -> str | None:
+        return json_field(body, "type")
+
+    def delivery_key(self, body: bytes, headers: Mapping[str, str]) -> str:
+        return json_field(body, "id") or "sha256:" + hashlib.sha256(body).hexdigest()
+
+    def map(
+        self, *, source: str, topic: str, payload: dict[str, Any], delivery_id: str
+    ) -> list[CanonicalEvent]:
+        return map_stripe(payload=payload)
+
+
+STRIPE = Stripe()

@@ -1,20 +1,17 @@
-"""WooCommerce webhooks (topic in `X-WC-Webhook-Topic`) mapped to canonical events."""
+"""WooCommerce webhooks: the signature (`X-WC-Webhook-Signature`), the unsigned creation
+ping, and the topics (`X-WC-Webhook-Topic`) mapped to canonical events."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import base64
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any
+from urllib.parse import parse_qs
 
-from service.events.canonical import (
-    ORDER_CANCELLED,
-    ORDER_COMPLETED,
-    ORDER_REFUNDED,
-    ORDER_UPDATED,
-    CanonicalEvent,
-    Identifiers,
-)
+from service.events.canonical import CanonicalEvent, Identifiers
+from service.events.platform import COMMON_KEPT, required
 from service.events.platforms.common import (
     Delivery,
     Mapper,
@@ -26,8 +23,13 @@ from service.events.platforms.common import (
     money_text,
     run_table,
 )
+from service.events.signatures import hmac_sha256, verify_base64_body_hmac
+from service.vocabulary import EventName, EventType
 
-# ----------------------------------------------------------------------- WooCommerce
+SIGNATURE_HEADER = "X-WC-Webhook-Signature"
+# `webhook_id=` plus a WordPress post id: anything longer is not the ping.
+_MAX_PING_BODY = 64
+_FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 
 
 def _woo_id(node: Node, key: str) -> str | None:
@@ -77,7 +79,7 @@ def _woo_order_created(delivery: Delivery) -> list[CanonicalEvent]:
     body = delivery.body
     return [
         delivery.event(
-            name=ORDER_COMPLETED,
+            name=EventName.ORDER_COMPLETED,
             occurred_at=body.iso_time("date_created_gmt", naive_is_utc=True),
             identifiers=_woo_identifiers(body),
             properties=_woo_order_properties(body),
@@ -110,7 +112,7 @@ def _woo_refund(delivery: Delivery, *, occurred_at: datetime) -> CanonicalEvent 
         "cumulative": True,
     }
     return delivery.event(
-        name=ORDER_REFUNDED,
+        name=EventName.ORDER_REFUNDED,
         occurred_at=occurred_at,
         identifiers=_woo_identifiers(body),
         properties=compact(properties),
@@ -120,7 +122,9 @@ def _woo_refund(delivery: Delivery, *, occurred_at: datetime) -> CanonicalEvent 
 def _woo_order_updated(delivery: Delivery) -> list[CanonicalEvent]:
     body = delivery.body
     occurred_at = body.iso_time("date_modified_gmt", naive_is_utc=True)
-    name = ORDER_CANCELLED if body.text("status") == "cancelled" else ORDER_UPDATED
+    name = (
+        EventName.ORDER_CANCELLED if body.text("status") == "cancelled" else EventName.ORDER_UPDATED
+    )
     updated = delivery.event(
         name=name,
         occurred_at=occurred_at,
@@ -152,7 +156,7 @@ def _woo_customer(delivery: Delivery, *, time_key: str) -> list[CanonicalEvent]:
     )
     return [
         delivery.event(
-            type="identify",
+            type=EventType.IDENTIFY,
             name=None,
             occurred_at=body.iso_time(time_key, naive_is_utc=True),
             identifiers=identifiers,
@@ -185,3 +189,80 @@ def map_woocommerce(
         payload=payload,
         delivery_id=delivery_id,
     )
+
+
+def sign_woocommerce(body: bytes, secret: str) -> str:
+    """The `X-WC-Webhook-Signature` value WooCommerce sends for `body`."""
+    return base64.b64encode(hmac_sha256(secret.encode(), body)).decode("ascii")
+
+
+def verify_woocommerce(body: bytes, headers: Mapping[str, str], secrets: Sequence[str]) -> None:
+    """Check `X-WC-Webhook-Signature` = base64(HMAC-SHA256(secret, body)) for any secret.
+
+    The creation ping carries no signature at all: see `is_woocommerce_ping`.
+    """
+    verify_base64_body_hmac(body, headers, secrets, SIGNATURE_HEADER)
+
+
+def is_woocommerce_ping(body: bytes, content_type: str | None) -> str | None:
+    """The webhook id if `body` is WooCommerce's unsigned creation ping, else None.
+
+    On creation WooCommerce POSTs the form `webhook_id=<digits>` with no X-WC headers
+    and disables the webhook unless it gets HTTP 200. Only exactly that form passes
+    (one field, digits, strict parsing); a `content_type` other than a form is refused,
+    a missing one is tolerated. Checking that no X-WC-Webhook-Signature came along is
+    the caller's job: this only looks at the body. The ping proves nothing about the
+    sender, so answer 200 and do nothing else with it.
+    """
+    if content_type is not None:
+        media_type = content_type.partition(";")[0].strip().lower()
+        if media_type != _FORM_MEDIA_TYPE:
+            return None
+    if not body or len(body) > _MAX_PING_BODY:
+        return None
+    try:
+        fields = parse_qs(body.decode("ascii"), strict_parsing=True, max_num_fields=1)
+    except (UnicodeDecodeError, ValueError):  # bad field, or more than one field
+        return None
+    values = fields.get("webhook_id")
+    if len(fields) != 1 or values is None or len(values) != 1:
+        return None
+    webhook_id = values[0]
+    return webhook_id if webhook_id.isascii() and webhook_id.isdigit() else None
+
+
+class WooCommerce:
+    name = "woocommerce"
+    description = """WooCommerce webhooks (`X-WC-Webhook-Signature`), deduplicated on
+`X-WC-Webhook-Delivery-ID`. The unsigned ping sent when a webhook is created gets 200."""
+    kept_headers = (
+        "x-wc-webhook-source",
+        "x-wc-webhook-topic",
+        "x-wc-webhook-id",
+        "x-wc-webhook-delivery-id",
+        *COMMON_KEPT,
+    )
+
+    def verify(
+        self, body: bytes, headers: Mapping[str, str], secrets: Sequence[str], *, tolerance_s: int
+    ) -> None:
+        verify_woocommerce(body, headers, secrets)
+
+    def ping(self, body: bytes, headers: Mapping[str, str]) -> bool:
+        return SIGNATURE_HEADER.lower() not in headers and bool(
+            is_woocommerce_ping(body, headers.get("content-type"))
+        )
+
+    def topic(self, body: bytes, headers: Mapping[str, str]) -> str:
+        return required(headers, "X-WC-Webhook-Topic")
+
+    def delivery_key(self, body: bytes, headers: Mapping[str, str]) -> str:
+        return required(headers, "X-WC-Webhook-Delivery-ID")
+
+    def map(
+        self, *, source: str, topic: str, payload: dict[str, Any], delivery_id: str
+    ) -> list[CanonicalEvent]:
+        return map_woocommerce(topic=topic, payload=payload, delivery_id=delivery_id)
+
+
+WOOCOMMERCE = WooCommerce()
