@@ -14,7 +14,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from service.language.loader import RulesInvalid
+from service.language.parse import RulesInvalid
 from service.synthetic import behaviour, catalogue, deliveries, history, live, personas, population
 from service.synthetic.behaviour import Kind
 from service.synthetic.sender import Sender, Target

@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from service.language import loader
 from service.language.engine import CompiledRuleset, Engine
-from service.language.loader import SEGMENT_PREFIX, LoadedRuleset, LoadedSegment, RulesInvalid
+from service.language.loader import SEGMENT_PREFIX, LoadedRuleset, LoadedSegment
+from service.language.parse import RulesInvalid
 from service.rules import repository
 from service.rules.models import RuleDeployment
 from service.segments import service as segments

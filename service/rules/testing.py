@@ -20,15 +20,10 @@ from service.language.facts import (
     stored_filter,
     trigger_name,
 )
+from service.language.files import RuleTest, TestDecision
 from service.language.given import START, GivenProfile
 from service.language.loader import LoadedRuleset
-from service.language.schema import (
-    RuleTest,
-    TestDecision,
-    action_kind,
-    parse_duration,
-    placement_key,
-)
+from service.language.schema import action_kind, parse_duration, placement_key
 from service.rules import evaluator
 
 CUSTOMER = uuid.UUID(int=1)
