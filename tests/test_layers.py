@@ -88,7 +88,6 @@ def test_packages_do_not_import_the_composition() -> None:
 LONG = {
     "events/service.py": "intake apart from the quarantine",
     "profiles/repository.py": "identities apart from traits and orders",
-    "actions/service.py": "claiming and settling apart from preparing deliveries",
 }
 
 

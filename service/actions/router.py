@@ -25,6 +25,7 @@ from service.db import DbSession
 from service.errors import ProblemError, problem_responses
 from service.params import id_cursor, row_id
 from service.profiles import service as profiles
+from service.vocabulary import ActionStatus
 
 router = APIRouter(tags=["actions"])
 Marketer = Annotated[ApiKey, Depends(require(Scope.MARKETER))]
@@ -53,7 +54,9 @@ def action_views(session: Session, actions: list[Action]) -> list[ActionOut]:
                 reason=action.reason,
                 last_error=action.last_error,
                 attempts=attempts.get(action.id, []),
-                next_attempt_at=action.next_attempt_at if action.status == "pending" else None,
+                next_attempt_at=action.next_attempt_at
+                if action.status == ActionStatus.PENDING
+                else None,
                 created_at=action.created_at,
                 finished_at=action.finished_at,
                 payload=action.payload,
