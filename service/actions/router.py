@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy.orm import Session
@@ -16,6 +16,7 @@ from service.actions.schemas import (
     AttemptOut,
     ProfileActionsOut,
     RuleRef,
+    Status,
     WaitOut,
 )
 from service.auth.dependencies import require
@@ -105,7 +106,7 @@ def profile_actions(
 def list_actions(
     session: DbSession,
     _: Marketer,
-    status: Literal["pending", "sending", "sent", "cancelled", "dead"] = "dead",
+    status: Status = ActionStatus.DEAD,
     after: Annotated[int | None, id_cursor("The last id of the previous page.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> ActionsPage:
