@@ -80,6 +80,15 @@ def _sweep(settings: Settings) -> float:
     return float(settings.resolve_sweep_s)
 
 
+# Due actions to the workers: swept here, and run by the timers as they come due (DUE).
+HAND_OVER = Stage(
+    StageName.HAND_OVER,
+    step=lambda session, n: len(actions.hand_over(session, now=_now(), limit=n)),
+    batch=500,
+    budget_s=10.0,
+    sweep_s=lambda settings: float(settings.timers_poll_s) * 10,
+)
+
 STAGES: tuple[Stage, ...] = (
     Stage(
         StageName.RESOLVE,
@@ -108,13 +117,7 @@ STAGES: tuple[Stage, ...] = (
         sweep_s=lambda settings: 5.0,
         requeue=True,
     ),
-    Stage(
-        StageName.HAND_OVER,
-        step=lambda session, n: len(actions.hand_over(session, now=_now(), limit=n)),
-        batch=500,
-        budget_s=10.0,
-        sweep_s=lambda settings: float(settings.timers_poll_s) * 10,
-    ),
+    HAND_OVER,
 )
 
 PERIODIC: tuple[Periodic, ...] = (
@@ -129,11 +132,7 @@ PERIODIC: tuple[Periodic, ...] = (
 # Run by `personalize timers` (several may run: rows are claimed with SKIP LOCKED).
 DUE: tuple[Due, ...] = (
     Due("waiting-rules", step=lambda session, n: run_due(session, limit=n), batch=500),
-    Due(
-        "actions",
-        step=lambda session, n: len(actions.hand_over(session, now=_now(), limit=n)),
-        batch=500,
-    ),
+    Due("actions", step=HAND_OVER.step, batch=HAND_OVER.batch),
 )
 
 

@@ -7,11 +7,7 @@ from datetime import UTC, datetime
 
 import click
 
-
-def _database() -> None:
-    from service.embedded import database
-
-    database()
+from service.vocabulary import ActionStatus
 
 
 @click.group()
@@ -22,8 +18,8 @@ def actions() -> None:
 @actions.command("list")
 @click.option(
     "--status",
-    type=click.Choice(["pending", "sending", "sent", "cancelled", "dead"]),
-    default="dead",
+    type=click.Choice([status.value for status in ActionStatus]),
+    default=ActionStatus.DEAD.value,
     show_default=True,
 )
 @click.option("--limit", type=int, default=100, show_default=True)
@@ -31,8 +27,9 @@ def list_actions(status: str, limit: int) -> None:
     """One line per action: id, channel, attempts, rule, and the last error or reason."""
     from service.actions import repository
     from service.db import transaction
+    from service.embedded import database
 
-    _database()
+    database()
     with transaction() as session:
         for action in repository.with_status(session, status, after_id=None, limit=limit):
             firing = repository.firing(session, action.firing_id)
@@ -47,8 +44,9 @@ def retry(action_ids: tuple[int, ...]) -> None:
     """Give dead actions a new set of attempts."""
     from service.actions import service
     from service.db import transaction
+    from service.embedded import database
 
-    _database()
+    database()
     failed = False
     with transaction() as session:
         for action_id in action_ids:
@@ -56,5 +54,5 @@ def retry(action_ids: tuple[int, ...]) -> None:
                 click.echo(f"{action_id}: not dead (or no such action), left as it is", err=True)
                 failed = True
             else:
-                click.echo(f"{action_id}: pending")
+                click.echo(f"{action_id}: {ActionStatus.PENDING}")
     sys.exit(1 if failed else 0)

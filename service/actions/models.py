@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base
+from service.vocabulary import ActionStatus
 
 
 class Action(Base):
@@ -59,10 +60,10 @@ class Action(Base):
 Index(
     "ix_actions_ready",
     Action.next_attempt_at,
-    postgresql_where=Action.status.in_(["pending", "sending"]),
+    postgresql_where=Action.status.in_([ActionStatus.PENDING, ActionStatus.SENDING]),
 )
 Index("ix_actions_customer_created", Action.customer_id, Action.created_at)
-Index("ix_actions_dead", Action.id, postgresql_where=Action.status == "dead")
+Index("ix_actions_dead", Action.id, postgresql_where=Action.status == ActionStatus.DEAD)
 
 
 class ActionAttempt(Base):

@@ -15,6 +15,7 @@ from service.actions.models import Action, ActionAttempt, InboxItem
 from service.profiles.identity import EMAIL
 from service.profiles.models import Customer, Identity
 from service.rules.models import RuleFiring
+from service.vocabulary import ActionStatus, FiringStatus
 
 
 def insert_actions(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
@@ -93,8 +94,8 @@ def recent_on_channel(
             .where(Action.customer_id == customer, Action.channel == channel)
             .where(Action.id != exclude)
             .where(
-                ((Action.status == "sent") & (Action.finished_at >= since))
-                | (Action.status == "sending")
+                ((Action.status == ActionStatus.SENT) & (Action.finished_at >= since))
+                | (Action.status == ActionStatus.SENDING)
             )
         )
         or 0
@@ -159,7 +160,11 @@ def waiting_of(session: Session, customer: uuid.UUID, *, limit: int) -> list[Rul
         session.scalars(
             select(RuleFiring)
             .where(RuleFiring.customer_id == customer)
-            .where(RuleFiring.status.in_(["scheduled", "cancelled", "suppressed"]))
+            .where(
+                RuleFiring.status.in_(
+                    [FiringStatus.SCHEDULED, FiringStatus.CANCELLED, FiringStatus.SUPPRESSED]
+                )
+            )
             .order_by(RuleFiring.created_at.desc(), RuleFiring.id.desc())
             .limit(limit)
         )

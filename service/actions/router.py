@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy.orm import Session
@@ -16,6 +16,7 @@ from service.actions.schemas import (
     AttemptOut,
     ProfileActionsOut,
     RuleRef,
+    Status,
     WaitOut,
 )
 from service.auth.dependencies import require
@@ -25,6 +26,7 @@ from service.db import DbSession
 from service.errors import ProblemError, problem_responses
 from service.params import id_cursor, row_id
 from service.profiles import service as profiles
+from service.vocabulary import ActionStatus
 
 router = APIRouter(tags=["actions"])
 Marketer = Annotated[ApiKey, Depends(require(Scope.MARKETER))]
@@ -53,7 +55,9 @@ def action_views(session: Session, actions: list[Action]) -> list[ActionOut]:
                 reason=action.reason,
                 last_error=action.last_error,
                 attempts=attempts.get(action.id, []),
-                next_attempt_at=action.next_attempt_at if action.status == "pending" else None,
+                next_attempt_at=action.next_attempt_at
+                if action.status == ActionStatus.PENDING
+                else None,
                 created_at=action.created_at,
                 finished_at=action.finished_at,
                 payload=action.payload,
@@ -102,7 +106,7 @@ def profile_actions(
 def list_actions(
     session: DbSession,
     _: Marketer,
-    status: Literal["pending", "sending", "sent", "cancelled", "dead"] = "dead",
+    status: Status = ActionStatus.DEAD,
     after: Annotated[int | None, id_cursor("The last id of the previous page.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> ActionsPage:

@@ -6,6 +6,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from service.vocabulary import ActionStatus, FiringStatus
+
+# Every status, as the API documents it: an inline enum of strings.
+Status = Literal[
+    ActionStatus.PENDING,
+    ActionStatus.SENDING,
+    ActionStatus.SENT,
+    ActionStatus.CANCELLED,
+    ActionStatus.DEAD,
+]
+
 
 class AttemptOut(BaseModel):
     attempt: int
@@ -29,7 +40,7 @@ class ActionOut(BaseModel):
     rule: RuleRef
     event_id: int
     channel: str
-    status: Literal["pending", "sending", "sent", "cancelled", "dead"]
+    status: Status
     reason: str | None = Field(description="Why it was cancelled, deferred or retried.")
     last_error: str | None
     attempts: list[AttemptOut]
@@ -46,7 +57,7 @@ class WaitOut(BaseModel):
     firing_id: int
     rule: RuleRef
     event_id: int
-    status: Literal["scheduled", "cancelled", "suppressed"]
+    status: Literal[FiringStatus.SCHEDULED, FiringStatus.CANCELLED, FiringStatus.SUPPRESSED]
     reason: str | None
     due_at: datetime
     decided_at: datetime | None

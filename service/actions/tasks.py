@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 import structlog
 
 from service import db
-from service.actions import channels, service
+from service.actions import channels, claims, service
 from service.pipeline.isolation import OUTAGES
 from service.settings import get_settings
+from service.vocabulary import ActionStatus, Channel
 from service.worker import get_celery
 
 log = structlog.get_logger(__name__)
@@ -26,14 +27,14 @@ def dispatch(action_id: int) -> str | None:
     is held while a receiver is slow; the claim is the idempotency check."""
     try:
         with db.transaction() as session:
-            delivery = service.claim(session, action_id=action_id, now=_now())
+            delivery = claims.claim(session, action_id=action_id, now=_now())
     except OUTAGES:
         raise  # redelivered by the broker, or handed over again
     except Exception as exc:
         # The one action set aside (dead, with the error), never retried in a loop.
         with db.transaction() as session:
-            service.set_dead(session, action_id=action_id, error=exc, now=_now())
-        return "dead"
+            claims.set_dead(session, action_id=action_id, error=exc, now=_now())
+        return ActionStatus.DEAD
     if delivery is None:
         return None
     try:
@@ -41,11 +42,11 @@ def dispatch(action_id: int) -> str | None:
     except Exception as exc:
         result = channels.Result("failed", f"could not be delivered ({type(exc).__name__})")
     with db.transaction() as session:
-        return service.finish(session, delivery=delivery, result=result, now=_now())
+        return claims.finish(session, delivery=delivery, result=result, now=_now())
 
 
-def deliver(delivery: service.Delivery) -> channels.Result:
-    if delivery.channel == "webhook":
+def deliver(delivery: claims.Delivery) -> channels.Result:
+    if delivery.channel == Channel.WEBHOOK:
         assert delivery.destination is not None
         return channels.post_webhook(
             destination=delivery.destination, key=delivery.key, body=delivery.body

@@ -1,4 +1,5 @@
-"""The rule file format: one YAML file per ruleset in `rules/`.
+"""The rule language: conditions, triggers, actions, limits and rules, as the rule and
+segment files (`files.py`) write them.
 
 These models are the format's single definition: they validate files, and
 `rules/schema.json` (for editors) is generated from them. Rule text is data, never
@@ -22,7 +23,6 @@ from pydantic import (
     Field,
     RootModel,
     Tag,
-    TypeAdapter,
     model_validator,
 )
 
@@ -47,7 +47,7 @@ def parse_duration(text: str) -> timedelta:
 Duration = Annotated[str, Field(pattern=DURATION, examples=["30m", "24h", "7d"])]
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -68,7 +68,7 @@ OPERATORS = (
 )
 
 
-class Comparison(_Strict):
+class Comparison(Strict):
     """Exactly one operator and its operand."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -131,7 +131,7 @@ class FactCondition(RootModel[dict[str, Comparison]]):
         return next(iter(self.root.values()))
 
 
-class CountSpec(_Strict):
+class CountSpec(Strict):
     """How many times the customer did `event` in the `within` window that ends at the
     trigger (the trigger itself included), optionally only events with the same values
     as the trigger for the `same` properties."""
@@ -149,11 +149,11 @@ class CountSpec(_Strict):
         return self
 
 
-class CountCondition(_Strict):
+class CountCondition(Strict):
     count: CountSpec
 
 
-class AbsentSpec(_Strict):
+class AbsentSpec(Strict):
     """None of `events` by the customer in the `within` window that starts at the trigger,
     with the same values as the trigger for the `same` properties. Checked again when
     the window has passed, so the rule acts only then."""
@@ -163,19 +163,19 @@ class AbsentSpec(_Strict):
     same: list[str] = Field(default_factory=list)
 
 
-class AbsentCondition(_Strict):
+class AbsentCondition(Strict):
     absent: AbsentSpec
 
 
-class AllCondition(_Strict):
+class AllCondition(Strict):
     all: list[Condition] = Field(min_length=1)
 
 
-class AnyCondition(_Strict):
+class AnyCondition(Strict):
     any: list[Condition] = Field(min_length=1)
 
 
-class NotCondition(_Strict):
+class NotCondition(Strict):
     not_: Condition = Field(alias="not")
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -212,7 +212,7 @@ NotCondition.model_rebuild()
 # --- trigger, actions, limits --------------------------------------------------------
 
 
-class Trigger(_Strict):
+class Trigger(Strict):
     """What starts the rule. `event`: a track event name (Segment e-commerce names such
     as `Product Added`), `Page Viewed`, `Screen Viewed` or `Identify`; `where` narrows
     it by the event's properties or context. `placement`: the storefront asking what to
@@ -241,7 +241,7 @@ def placement_key(placement: str) -> str:
 Params = dict[str, Scalar | list[Scalar]]
 
 
-class OfferSpec(_Strict):
+class OfferSpec(Strict):
     """An offer for the customer, kept in their offers inbox until it expires (and shown
     by the storefront in `placement`, if given), and sent by email (`template` names a
     file in the email templates), to an outgoing webhook (`destination`), or only kept
@@ -264,13 +264,13 @@ class OfferSpec(_Strict):
         return self
 
 
-class ContentSpec(_Strict):
+class ContentSpec(Strict):
     placement: Annotated[str, Field(pattern=IDENTIFIER)]
     content: Annotated[str, Field(min_length=1, max_length=128)]
     params: Params = Field(default_factory=dict)
 
 
-class SegmentSpec(_Strict):
+class SegmentSpec(Strict):
     add: Annotated[str, Field(pattern=IDENTIFIER)] | None = None
     remove: Annotated[str, Field(pattern=IDENTIFIER)] | None = None
 
@@ -281,24 +281,24 @@ class SegmentSpec(_Strict):
         return self
 
 
-class WebhookSpec(_Strict):
+class WebhookSpec(Strict):
     destination: Annotated[str, Field(pattern=IDENTIFIER)]
     params: Params = Field(default_factory=dict)
 
 
-class OfferAction(_Strict):
+class OfferAction(Strict):
     offer: OfferSpec
 
 
-class ContentAction(_Strict):
+class ContentAction(Strict):
     content: ContentSpec
 
 
-class SegmentAction(_Strict):
+class SegmentAction(Strict):
     segment: SegmentSpec
 
 
-class WebhookAction(_Strict):
+class WebhookAction(Strict):
     webhook: WebhookSpec
 
 
@@ -327,7 +327,7 @@ def action_kind(action: BaseModel) -> str:
     return next(iter(type(action).model_fields))
 
 
-class Limits(_Strict):
+class Limits(Strict):
     """Rules in one `group` do not both act on a customer within `cooldown`: on one
     event the rule with the highest priority wins, and after a rule of the group has
     acted (or is waiting to), the group is quiet for the cooldown."""
@@ -336,60 +336,10 @@ class Limits(_Strict):
     cooldown: Duration
 
 
-# --- in-file tests ---------------------------------------------------------------------
-
-
-class TestEvent(_Strict):
-    at: Duration = "0s"
-    event: str
-    properties: dict[str, Any] = Field(default_factory=dict)
-    context: dict[str, Any] = Field(default_factory=dict)
-
-
-class TestProfile(_Strict):
-    """The customer as they stand when the test starts (computed traits as given)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    traits: dict[str, Any] = Field(default_factory=dict)
-    segments: list[str] = Field(default_factory=list)
-    consent: dict[str, bool] = Field(default_factory=dict)
-
-
-class Expectation(_Strict):
-    rule: str
-    at: Duration | None = None  # when the rule acts, from the first event; any time if omitted
-
-
-class TestDecision(_Strict):
-    """The storefront asking what to show in `placement`, with this page context."""
-
-    placement: Annotated[str, Field(pattern=IDENTIFIER)]
-    context: dict[str, Any] = Field(default_factory=dict)
-
-
-class RuleTest(_Strict):
-    """Given a profile, either `events` at times relative to the start (expect: the rules
-    that act, and when) or one `decide` request (expect: the placement rule whose content
-    is shown, or nothing for the default)."""
-
-    name: str
-    profile: TestProfile = Field(default_factory=TestProfile)
-    events: list[TestEvent] = Field(default_factory=list)
-    decide: TestDecision | None = None
-    expect: list[Expectation]
-
-    @model_validator(mode="after")
-    def _one(self) -> RuleTest:
-        if bool(self.events) == (self.decide is not None):
-            raise ValueError("give either events or decide")
-        return self
-
-
 # --- rules and the file ----------------------------------------------------------------
 
 
-class Rule(_Strict):
+class Rule(Strict):
     id: Annotated[str, Field(pattern=IDENTIFIER)]
     description: str = ""
     version: int = Field(default=1, ge=1)
@@ -402,68 +352,21 @@ class Rule(_Strict):
     limits: Limits | None = None
 
 
-class PlacementDefault(_Strict):
+class PlacementDefault(Strict):
     """What a placement shows when no rule for it matches, and to unknown visitors."""
 
     content: Annotated[str, Field(min_length=1, max_length=128)]
     params: Params = Field(default_factory=dict)
 
 
-class RuleFile(_Strict):
-    ruleset: Annotated[str, Field(pattern=IDENTIFIER)]
-    version: int = Field(ge=1)
-    description: str = ""
-    # Event names and profile traits beyond the built-in ones that these rules use.
-    events: list[str] = Field(default_factory=list)
-    traits: list[str] = Field(default_factory=list)
-    # Storefront placements this file defines, with their default content.
-    placements: dict[Annotated[str, Field(pattern=IDENTIFIER)], PlacementDefault] = Field(
-        default_factory=dict
-    )
-    rules: list[Rule] = Field(min_length=1)
-    tests: list[RuleTest] = Field(default_factory=list)
+# --- the customer a test starts with ----------------------------------------------------
 
 
-# --- segment files ---------------------------------------------------------------------
+class TestProfile(Strict):
+    """The customer as they stand when the test starts (computed traits as given)."""
 
+    model_config = ConfigDict(extra="allow", frozen=True)
 
-class PastEvent(_Strict):
-    """An event the test's customer did `ago` before the segment is evaluated."""
-
-    ago: Duration
-    event: str
-    properties: dict[str, Any] = Field(default_factory=dict)
-
-
-class SegmentTest(_Strict):
-    """Given a profile and past events, is the customer in the segment (`in`) or not
-    (`out`)?"""
-
-    name: str
-    profile: TestProfile = Field(default_factory=TestProfile)
-    history: list[PastEvent] = Field(default_factory=list)
-    expect: Literal["in", "out"]
-
-
-class SegmentFile(_Strict):
-    """One segment, in `rules/segments/`: the customers for whom every `when` condition
-    holds now. Conditions test the profile (computed traits, traits, consent) and the
-    customer's events in windows that end now (`count`, `absent`)."""
-
-    # 55: its versions are kept as `segment:<id>`, in 64 characters.
-    segment: Annotated[str, Field(pattern=IDENTIFIER, max_length=55)]
-    version: int = Field(ge=1)
-    description: str = ""
-    events: list[str] = Field(default_factory=list)
-    traits: list[str] = Field(default_factory=list)
-    when: list[Condition] = Field(min_length=1)
-    tests: list[SegmentTest] = Field(default_factory=list)
-
-
-def json_schema() -> dict[str, Any]:
-    """One schema for both kinds of file: a rule file (`ruleset:`) or, under
-    `segments/`, a segment file (`segment:`)."""
-    schema = TypeAdapter(RuleFile | SegmentFile).json_schema(by_alias=True)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "Personalize rule or segment file"
-    return schema
+    traits: dict[str, Any] = Field(default_factory=dict)
+    segments: list[str] = Field(default_factory=list)
+    consent: dict[str, bool] = Field(default_factory=dict)

@@ -17,16 +17,14 @@ from typing import Any
 
 from service.language.engine import CompiledRuleset, Engine, Window
 from service.language.facts import stored_filter
+from service.language.files import RuleFile, SegmentFile, SegmentTest
 from service.language.given import START, GivenProfile
 from service.language.loader import LoadedRuleset, LoadedSegment
 from service.language.schema import (
     AbsentSpec,
     Rule,
-    RuleFile,
     SegmentAction,
-    SegmentFile,
     SegmentSpec,
-    SegmentTest,
     Trigger,
     parse_duration,
 )

@@ -26,7 +26,8 @@ def _dir(directory: Path | None) -> Path:
 
 def _load(directory: Path) -> tuple[list, list]:  # type: ignore[type-arg]
     """The rule files and the segment files, or exit 1 with every error."""
-    from service.language.loader import RulesInvalid, load_all
+    from service.language.loader import load_all
+    from service.language.parse import RulesInvalid
 
     try:
         return load_all(directory)
@@ -192,7 +193,7 @@ def schema(output: Path | None) -> None:
     """Print the rule files' JSON Schema (rules/schema.json is this output)."""
     import json
 
-    from service.language.schema import json_schema
+    from service.language.files import json_schema
 
     text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
     if output:

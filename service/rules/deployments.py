@@ -13,7 +13,8 @@ import structlog
 from sqlalchemy.orm import Session
 
 from service.language import loader
-from service.language.loader import SEGMENT_PREFIX, LoadedRuleset, LoadedSegment, RulesInvalid
+from service.language.loader import SEGMENT_PREFIX, LoadedRuleset, LoadedSegment
+from service.language.parse import RulesInvalid
 from service.ruleset import repository
 from service.ruleset.models import RuleDeployment
 from service.segments import service as segments

@@ -13,15 +13,10 @@ from datetime import timedelta
 
 from service.language.engine import CompiledRuleset, Engine
 from service.language.facts import TriggerEvent, stored_filter, trigger_name
+from service.language.files import RuleTest, TestDecision
 from service.language.given import START, GivenProfile
 from service.language.loader import LoadedRuleset
-from service.language.schema import (
-    RuleTest,
-    TestDecision,
-    action_kind,
-    parse_duration,
-    placement_key,
-)
+from service.language.schema import action_kind, parse_duration, placement_key
 from service.rules.loop import Loop, SetClock
 from service.rules.memory import EventLog, MemoryStore, Replay, StoredEvent
 

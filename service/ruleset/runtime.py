@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 
 from service.language import loader
 from service.language.engine import CompiledRuleset, Engine
-from service.language.loader import SEGMENT_PREFIX, RulesInvalid
+from service.language.loader import SEGMENT_PREFIX
+from service.language.parse import RulesInvalid
 from service.language.segments import CompiledSegments, compile_segments
 from service.ruleset import repository
 

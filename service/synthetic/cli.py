@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from service.language.loader import RulesInvalid
+from service.language.parse import RulesInvalid
 from service.synthetic import catalogue, history, live, personas
 from service.synthetic.sender import Sender, Tally, Target
 from service.synthetic.truth import Truth

@@ -9,7 +9,7 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.language.loader import RuleError, RulesInvalid, parse_model
+from service.language.parse import RuleError, RulesInvalid, parse_model
 
 DEFAULT = Path(__file__).with_name("personas.yaml")
 

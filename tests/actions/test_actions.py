@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from service.actions import channels, tasks
+from service.actions import channels, claims, tasks
 from service.actions import service as actions
 from service.actions.models import Action, ActionAttempt, InboxItem
 from service.auth.service import Scope
@@ -142,12 +142,12 @@ def fire(client: TestClient, session: Session, keys, *events: dict) -> list[Acti
 
 def run(session: Session, action: Action, *, now: datetime = NOW) -> str | None:
     """What a worker's dispatch task does, on the test's transaction."""
-    delivery = actions.claim(session, action_id=action.id, now=now)
+    delivery = claims.claim(session, action_id=action.id, now=now)
     session.flush()  # the task commits here
     session.refresh(action)
     if delivery is None:
         return None
-    status = actions.finish(session, delivery=delivery, result=tasks.deliver(delivery), now=now)
+    status = claims.finish(session, delivery=delivery, result=tasks.deliver(delivery), now=now)
     session.flush()
     session.refresh(action)
     return status
@@ -263,20 +263,20 @@ def test_a_worker_that_dies_mid_delivery_is_taken_over_after_its_lease(
     client: TestClient, session: Session, keys, setup: Path, sink: HttpSink
 ) -> None:
     (action,) = fire(client, session, keys, customer("w7"), view("w7", "crm"))
-    first = actions.claim(session, action_id=action.id, now=NOW)
+    first = claims.claim(session, action_id=action.id, now=NOW)
     assert first is not None
     tasks.deliver(first)  # delivered, then the worker died before recording it
     # The broker redelivers at once: the lease still holds.
-    assert actions.claim(session, action_id=action.id, now=NOW + timedelta(seconds=5)) is None
+    assert claims.claim(session, action_id=action.id, now=NOW + timedelta(seconds=5)) is None
     later = NOW + timedelta(seconds=31)
-    second = actions.claim(session, action_id=action.id, now=later)
+    second = claims.claim(session, action_id=action.id, now=later)
     assert second is not None
     assert second.attempt == 2
     assert second.key == first.key
-    actions.finish(session, delivery=second, result=tasks.deliver(second), now=later)
+    claims.finish(session, delivery=second, result=tasks.deliver(second), now=later)
     # The first worker's late report changes nothing.
     assert (
-        actions.finish(session, delivery=first, result=channels.Result("sent", "x"), now=later)
+        claims.finish(session, delivery=first, result=channels.Result("sent", "x"), now=later)
         == "sent"
     )
     session.refresh(action)
@@ -290,11 +290,11 @@ def test_hand_over_sends_each_due_action_once_until_it_is_stale(
     client: TestClient, session: Session, keys, setup: Path
 ) -> None:
     (action,) = fire(client, session, keys, customer("w8"), view("w8", "crm"))
-    assert actions.hand_over(session, now=NOW) == [action.id]
-    assert actions.hand_over(session, now=NOW + timedelta(seconds=1)) == []
+    assert actions.hand_over(session, now=NOW, limit=10) == [action.id]
+    assert actions.hand_over(session, now=NOW + timedelta(seconds=1), limit=10) == []
     # Lost on the way (broker down): handed again after ACTION_REENQUEUE_S.
     stale = NOW + timedelta(seconds=get_settings().action_reenqueue_s + 1)
-    assert actions.hand_over(session, now=stale) == [action.id]
+    assert actions.hand_over(session, now=stale, limit=10) == [action.id]
 
 
 def test_an_offer_email_reaches_the_smtp_server_once(

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
 from service import db, flow
-from service.actions import service as actions
+from service.actions import claims
 from service.actions.models import Action
 from service.app import create_app
 from service.auth.service import Scope, create_key
@@ -290,7 +290,7 @@ def test_a_waiting_cart_offer_shows_in_the_cart_drawer_until_it_expires(shop: Sh
         (action,) = session.scalars(
             select(Action).where(Action.channel == "inbox", Action.customer_id == customer)
         )
-        assert actions.claim(session, action_id=action.id, now=NOW) is None  # stored: inbox
+        assert claims.claim(session, action_id=action.id, now=NOW) is None  # stored: inbox
     body = decide(shop, user_id="c1", placements=["cart_drawer", "homepage_hero"])
     (offer,) = body["placements"]["cart_drawer"]["offers"]
     assert (offer["offer"], offer["source"]) == ("CART10", "inbox")

@@ -13,8 +13,9 @@ import pytest
 
 from service.language import loader
 from service.language.engine import Engine
-from service.language.loader import RulesInvalid, load_source
-from service.language.schema import json_schema
+from service.language.files import json_schema
+from service.language.loader import load_source
+from service.language.parse import RulesInvalid
 from service.rules.evaluator import actions_of
 from service.rules.testing import run_file
 

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from service.auth.service import Scope
 from service.cli import main
 from service.language import loader
+from service.language.parse import RulesInvalid
 from service.rules import deployments
 from service.settings import get_settings
 from tests.support import api_process
@@ -124,7 +125,7 @@ def write_odd_files(directory: Path) -> None:
 def test_an_odd_file_is_an_error_with_its_line(name: str) -> None:
     text, line, word = ODD[name]
     assert isinstance(text, str)
-    with pytest.raises(loader.RulesInvalid) as raised:
+    with pytest.raises(RulesInvalid) as raised:
         loader.load_source(name, text)
     errors = raised.value.errors
     assert [(e.file, e.line) for e in errors][:1] == [(name, line)], errors
@@ -132,7 +133,7 @@ def test_an_odd_file_is_an_error_with_its_line(name: str) -> None:
 
 
 def test_a_segment_file_is_checked_the_same_way() -> None:
-    with pytest.raises(loader.RulesInvalid) as raised:
+    with pytest.raises(RulesInvalid) as raised:
         loader.load_segment_source(
             "segments/odd.yaml", "segment: odd\nversion: 1\nwhen: !!python/name:os.system\n"
         )
@@ -152,7 +153,7 @@ def test_a_template_that_expands_without_bound_is_an_error(tmp_path: Path) -> No
         "      - offer: {channel: email, offer: HI, template: welcome}\n",
         encoding="utf-8",
     )
-    with pytest.raises(loader.RulesInvalid) as raised:
+    with pytest.raises(RulesInvalid) as raised:
         loader.load_all(directory)
     (error,) = raised.value.errors
     assert (error.file, error.line) == ("offer.yaml", 4)

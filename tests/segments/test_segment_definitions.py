@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from service.language.engine import Engine
-from service.language.loader import RulesInvalid, load_all, load_segment_source
+from service.language.loader import load_all, load_segment_source
+from service.language.parse import RulesInvalid
 from service.language.segments import compile_segments, run_tests
 
 ROOT = Path(__file__).resolve().parents[2]

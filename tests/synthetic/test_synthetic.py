@@ -14,7 +14,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from service.language.loader import RulesInvalid
+from service.language.parse import RulesInvalid
 from service.profiles.identity import normalise_phone
 from service.synthetic import behaviour, catalogue, deliveries, history, live, personas, population
 from service.synthetic.behaviour import Kind

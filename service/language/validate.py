@@ -1,0 +1,379 @@
+"""The checks of one file that the schema cannot express: known events, traits and
+facts, ids used once, conditions that can hold, placement rules, and in-file tests
+that refer to what the file defines.
+
+Each check yields `(path, message)`: the path of keys and indexes in the file the
+message is about, which the loader turns into a line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from pydantic import BaseModel
+
+from service.events.canonical import ECOMMERCE_EVENTS
+from service.language import facts
+from service.language.files import Expectation, RuleFile, RuleTest, SegmentFile, SegmentTest
+from service.language.schema import (
+    AbsentCondition,
+    AbsentSpec,
+    Action,
+    AllCondition,
+    AnyCondition,
+    Condition,
+    CountCondition,
+    CountSpec,
+    FactCondition,
+    NotCondition,
+    Rule,
+    TestProfile,
+    parse_duration,
+)
+from service.vocabulary import SEGMENT_EVENTS, Channel
+
+# Entering and leaving a segment are events too (properties: segment, version, reason).
+BUILTIN_EVENTS = frozenset(
+    ECOMMERCE_EVENTS | SEGMENT_EVENTS | {"Page Viewed", "Screen Viewed", "Identify"}
+)
+MAX_VERSION = 2**31 - 1  # a `version:` is kept in an integer column
+
+Problem = tuple[tuple[Any, ...], str]  # the path in the file, and what is wrong there
+Names = frozenset[str] | set[str]
+
+
+def _under(prefix: tuple[Any, ...], problems: Iterable[Problem]) -> Iterator[Problem]:
+    for path, message in problems:
+        yield (*prefix, *path), message
+
+
+# --- rule files ----------------------------------------------------------------------------
+
+
+def rule_file(rf: RuleFile) -> Iterator[Problem]:
+    events = BUILTIN_EVENTS | set(rf.events)
+    traits = facts.STANDARD_TRAITS | set(rf.traits)
+    yield from _version(rf.version)
+    seen: set[str] = set()
+    for i, rule in enumerate(rf.rules):
+        yield from _under(("rules", i), _rule(rule, seen=seen, events=events, traits=traits))
+        seen.add(rule.id)
+    placements = {r.id: r.trigger.placement for r in rf.rules if r.trigger.placement}
+    for i, test in enumerate(rf.tests):
+        checked = _rule_test(test, ids=seen, placements=placements, events=events)
+        yield from _under(("tests", i), checked)
+
+
+def _version(version: int) -> Iterator[Problem]:
+    if version > MAX_VERSION:
+        yield ("version",), f"version {version} is more than {MAX_VERSION}"
+
+
+def _rule(rule: Rule, *, seen: set[str], events: Names, traits: Names) -> Iterator[Problem]:
+    yield from _version(rule.version)
+    if rule.id in seen:
+        yield ("id",), f"rule id {rule.id!r} is used twice in this file"
+    if rule.trigger.placement is not None:
+        yield from _placement_rule(rule)
+    elif rule.trigger.event not in events:
+        yield ("trigger", "event"), _unknown_event(str(rule.trigger.event))
+    yield from _conditions(rule, events, traits)
+    for j, action in enumerate(rule.actions):
+        yield from _under(("actions", j), _action_references(action, traits))
+    for name in (rule.delay,) + ((rule.limits.cooldown,) if rule.limits else ()):
+        if name is not None:
+            parse_duration(name)
+
+
+def _action_references(action: Action, traits: Names) -> Iterator[Problem]:
+    """`{{ … }}` in an action's parameters names a fact there is."""
+    for ref in facts.references(action):
+        problem = facts.check_path(ref, traits)
+        if problem:
+            yield (), f"{{{{ {ref} }}}}: {problem}"
+
+
+def _unknown_event(name: str) -> str:
+    return (
+        f"unknown event {name!r}; built-in events are {', '.join(sorted(BUILTIN_EVENTS))}. "
+        "If the shop sends it, list it under `events:` at the top of the file"
+    )
+
+
+def _placement_rule(rule: Rule) -> Iterator[Problem]:
+    """A placement rule is decided while the storefront waits, from the profile and the
+    request alone: no event, no history, no waiting, nothing sent."""
+    conditions: list[tuple[tuple[Any, ...], BaseModel]] = [
+        (("trigger", "where", i), c) for i, c in enumerate(rule.trigger.where)
+    ]
+    conditions += [(("when", i), c) for i, c in enumerate(rule.when)]
+    for path, condition in conditions:
+        yield from _under(path, _placement_condition(condition))
+    if rule.delay is not None:
+        yield ("delay",), "placement rules answer at once: no delay"
+    if rule.limits is not None:
+        yield ("limits",), "placement rules are chosen by priority: no limits"
+    placement = rule.trigger.placement
+    for j, action in enumerate(rule.actions):
+        yield from _under(("actions", j), _placement_action(action, placement=placement))
+
+
+def _placement_condition(condition: BaseModel) -> Iterator[Problem]:
+    if _mentions(condition, AbsentCondition | CountCondition):
+        yield (), "placement rules cannot use count or absent (no history is read)"
+    for fact in _fact_paths(condition):
+        if fact.startswith("event."):
+            yield (), f"{fact}: placement rules see context and profile, not event"
+
+
+def _placement_action(action: Action, *, placement: str | None) -> Iterator[Problem]:
+    """A placement rule's action sets the content of its own placement, or shows an
+    offer in the inbox; it reads no event."""
+    content = getattr(action, "content", None)
+    offer = getattr(action, "offer", None)
+    if content is not None and content.placement != placement:
+        yield (
+            ("content", "placement"),
+            f"this rule answers {placement}, not {content.placement}",
+        )
+    elif offer is not None and offer.channel != Channel.INBOX:
+        yield ("offer", "channel"), "placement offers are shown: use inbox"
+    elif content is None and offer is None:
+        yield (), "placement rules set content or show an offer"
+    for ref in facts.references(action):
+        if ref.startswith("event."):
+            yield (), f"{{{{ {ref} }}}}: placement rules have no event"
+
+
+def _rule_test(
+    test: RuleTest, *, ids: set[str], placements: dict[str, str], events: Names
+) -> Iterator[Problem]:
+    yield from _profile_facts(test.profile)
+    for j, event in enumerate(test.events):
+        if event.event not in events:
+            yield ("events", j, "event"), _unknown_event(event.event)
+    asked = test.decide.placement if test.decide else None
+    if asked is not None and asked not in placements.values():
+        yield ("decide", "placement"), f"no rule in this file answers {asked!r}"
+    for j, expected in enumerate(test.expect):
+        checked = _expectation(expected, ids=ids, placements=placements, asked=asked)
+        yield from _under(("expect", j), checked)
+
+
+def _expectation(
+    expected: Expectation, *, ids: set[str], placements: dict[str, str], asked: str | None
+) -> Iterator[Problem]:
+    """An expected rule is in the file, and answers what the test asks: events for an
+    event test, the placement asked for by a decide test."""
+    rule = expected.rule
+    if rule not in ids:
+        yield ("rule",), f"no rule {rule!r} in this file"
+    elif asked is None and rule in placements:
+        yield ("rule",), f"{rule!r} answers placement requests: events never trigger it"
+    elif asked is not None and placements.get(rule) != asked:
+        yield ("rule",), f"{rule!r} does not answer {asked!r}"
+    if asked is not None and expected.at is not None:
+        yield ("at",), "a decide test has no time: drop `at`"
+
+
+def _profile_facts(profile: TestProfile) -> Iterator[Problem]:
+    """A test's profile gives only facts a profile has."""
+    for key in sorted(set(profile.model_dump()) - {"traits", "segments", "consent"}):
+        if key not in facts.PROFILE_FACTS:
+            yield (
+                ("profile", key),
+                f"unknown profile fact {key!r}; use {', '.join(sorted(facts.PROFILE_FACTS))}",
+            )
+
+
+# --- segment files -------------------------------------------------------------------------
+
+
+def segment_file(sf: SegmentFile) -> Iterator[Problem]:
+    """A segment is a statement about the customer now: the profile and windows of
+    their events that end now. There is no trigger event, so no `event.`, `context.` or
+    `same`; and no other segments, whose membership may be being computed too."""
+    events = BUILTIN_EVENTS | set(sf.events)
+    traits = facts.STANDARD_TRAITS | set(sf.traits)
+    yield from _version(sf.version)
+    for i, condition in enumerate(sf.when):
+        yield from _under(("when", i), _condition(condition, events, traits, top=True))
+        yield from _under(("when", i), _segment_facts(condition))
+        yield from _under(("when", i), _segment_windows(condition))
+    conflict = _contradiction(sf.when)
+    if conflict:
+        yield ("when",), f"no customer can ever be in this segment: {conflict}"
+    for i, test in enumerate(sf.tests):
+        yield from _under(("tests", i), _segment_test(test, events=events))
+
+
+def _segment_facts(condition: BaseModel) -> Iterator[Problem]:
+    for fact in _fact_paths(condition):
+        if not fact.startswith("profile."):
+            yield (), f"{fact}: segments test the profile and its events, no event"
+        elif fact == "profile.segments":
+            yield (), "a segment cannot depend on other segments' members"
+
+
+def _segment_windows(condition: BaseModel) -> Iterator[Problem]:
+    for window in _windows_in(condition):
+        if window.same:
+            yield (), "segments have no trigger event to be the same as: drop `same`"
+        named = window.events if isinstance(window, AbsentSpec) else [window.event]
+        for name in sorted(SEGMENT_EVENTS & set(named)):
+            yield (), f"{name}: a segment cannot depend on other segments' members"
+
+
+def _segment_test(test: SegmentTest, *, events: Names) -> Iterator[Problem]:
+    yield from _profile_facts(test.profile)
+    for j, past in enumerate(test.history):
+        if past.event not in events:
+            yield ("history", j, "event"), _unknown_event(past.event)
+
+
+# --- conditions ----------------------------------------------------------------------------
+
+
+def _conditions(rule: Rule, events: Names, traits: Names) -> Iterator[Problem]:
+    for i, condition in enumerate(rule.trigger.where):
+        yield from _under(("trigger", "where", i), _condition(condition, events, traits, top=False))
+        if _mentions(condition, AbsentCondition | CountCondition):
+            yield ("trigger", "where", i), "count and absent belong under `when`, not `where`"
+    for i, condition in enumerate(rule.when):
+        yield from _under(("when", i), _condition(condition, events, traits, top=True))
+    conflict = _contradiction([*rule.trigger.where, *rule.when])
+    if conflict:
+        yield ("when",), f"this rule can never act: {conflict}"
+
+
+def _condition(
+    condition: BaseModel, events: Names, traits: Names, *, top: bool
+) -> Iterator[Problem]:
+    if isinstance(condition, FactCondition):
+        problem = facts.check_path(condition.path, traits)
+        if problem:
+            yield (condition.path,), problem
+    elif isinstance(condition, AllCondition | AnyCondition):
+        key = "all" if isinstance(condition, AllCondition) else "any"
+        items = condition.all if isinstance(condition, AllCondition) else condition.any
+        for i, item in enumerate(items):
+            yield from _under((key, i), _condition(item, events, traits, top=False))
+    elif isinstance(condition, NotCondition):
+        yield from _under(("not",), _condition(condition.not_, events, traits, top=False))
+    elif isinstance(condition, CountCondition):
+        yield from _under(("count",), _count(condition.count, events))
+    elif isinstance(condition, AbsentCondition):
+        yield from _absent(condition.absent, events, top=top)
+
+
+def _count(spec: CountSpec, events: Names) -> Iterator[Problem]:
+    if spec.event not in events:
+        yield ("event",), _unknown_event(spec.event)
+    low, high = spec.at_least, spec.at_most
+    if low is not None and high is not None and low > high:
+        yield (), f"at_least {low} is more than at_most {high}"
+
+
+def _absent(spec: AbsentSpec, events: Names, *, top: bool) -> Iterator[Problem]:
+    if not top:
+        yield (), "absent must be listed directly under `when` (not inside all/any/not)"
+    for j, name in enumerate(spec.events):
+        if name not in events:
+            yield ("absent", "events", j), _unknown_event(name)
+
+
+def _windows_in(condition: BaseModel) -> Iterator[CountSpec | AbsentSpec]:
+    if isinstance(condition, CountCondition):
+        yield condition.count
+    elif isinstance(condition, AbsentCondition):
+        yield condition.absent
+    else:
+        for item in _children(condition):
+            yield from _windows_in(item)
+
+
+def _fact_paths(condition: BaseModel) -> Iterator[str]:
+    if isinstance(condition, FactCondition):
+        yield condition.path
+    else:
+        for item in _children(condition):
+            yield from _fact_paths(item)
+
+
+def _children(condition: BaseModel) -> list[Condition]:
+    """The conditions an all, any or not combines; none for the others."""
+    if isinstance(condition, AllCondition):
+        return condition.all
+    if isinstance(condition, AnyCondition):
+        return condition.any
+    if isinstance(condition, NotCondition):
+        return [condition.not_]
+    return []
+
+
+def _mentions(condition: BaseModel, kinds: Any) -> bool:
+    return isinstance(condition, kinds) or any(_mentions(c, kinds) for c in _children(condition))
+
+
+# --- contradictions: comparisons on one fact that no value satisfies together ---------------
+
+OperatorTest = tuple[str, Any]  # an operator and its operand
+
+
+def _contradiction(conditions: list[Condition]) -> str | None:
+    """The first fact whose comparisons (all of which must hold) no value satisfies."""
+    by_path: dict[str, list[OperatorTest]] = {}
+    for condition in _conjuncts(conditions):
+        c = condition.comparison
+        by_path.setdefault(condition.path, []).append((c.operator, c.operand))
+    for path, tests in by_path.items():
+        if len(tests) < 2:
+            continue
+        for check in (_equal_twice, _missing_and_compared, _empty_range, _equal_not_in):
+            found = check(path, tests)
+            if found:
+                return found
+    return None
+
+
+def _equal_twice(path: str, tests: list[OperatorTest]) -> str | None:
+    equal = {repr(v) for op, v in tests if op == "eq"}
+    if len(equal) > 1:
+        return f"{path} cannot equal both {' and '.join(sorted(equal))}"
+    return None
+
+
+def _missing_and_compared(path: str, tests: list[OperatorTest]) -> str | None:
+    if ("exists", False) in tests and any(
+        op not in ("exists", "ne", "not_in", "not_contains") for op, _ in tests
+    ):
+        return f"{path} must be missing and also compared"
+    return None
+
+
+def _empty_range(path: str, tests: list[OperatorTest]) -> str | None:
+    numbers = [(op, v) for op, v in tests if isinstance(v, int | float) and not isinstance(v, bool)]
+    low = max((v for op, v in numbers if op in ("gt", "gte", "eq")), default=None)
+    high = min((v for op, v in numbers if op in ("lt", "lte", "eq")), default=None)
+    if low is None or high is None:
+        return None
+    strict = any(op in ("gt", "lt") and v in (low, high) for op, v in numbers)
+    if low > high or (low == high and strict):
+        return f"no value of {path} is both ≥ {low} and ≤ {high}"
+    return None
+
+
+def _equal_not_in(path: str, tests: list[OperatorTest]) -> str | None:
+    for op, v in tests:
+        if op == "eq" and any(o == "in" and v not in values for o, values in tests):
+            return f"{path} = {v!r} is not among the `in` values"
+    return None
+
+
+def _conjuncts(conditions: Iterable[BaseModel]) -> Iterator[FactCondition]:
+    for condition in conditions:
+        if isinstance(condition, FactCondition):
+            yield condition
+        elif isinstance(condition, AllCondition):
+            yield from _conjuncts(condition.all)
