@@ -61,7 +61,7 @@ read_app = FastAPI(lifespan=_pool)
 @read_app.post("/v1/decisions")
 async def read_then_constant(request: Request) -> dict[str, Any]:
     from service.decisions import repository
-    from service.profiles.identity import ANONYMOUS_ID, USER_ID, lookup_key
+    from service.events.identity import ANONYMOUS_ID, USER_ID, lookup_key
 
     body = orjson.loads(await request.body())
     user = body.get("user_id")

@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from service.actions.models import Action, ActionAttempt, InboxItem
-from service.profiles.identity import EMAIL
+from service.events.identity import EMAIL
 from service.profiles.models import Customer, Identity
 from service.rules.models import RuleFiring
 from service.vocabulary import ActionStatus, FiringStatus

@@ -22,10 +22,10 @@ from service.decisions.reader import Reader
 from service.decisions.repository import InboxEntry, Snapshot
 from service.decisions.schemas import DecisionIn
 from service.errors import FieldError, ProblemError
+from service.events.identity import ANONYMOUS_ID, USER_ID, lookup_key
 from service.language.engine import CompiledRule, CompiledRuleset, Engine
 from service.language.facts import Profile
 from service.language.schema import PlacementDefault, placement_key
-from service.profiles.identity import ANONYMOUS_ID, USER_ID, lookup_key
 from service.rules.evaluator import actions_of, facts_used
 from service.ruleset.runtime import RUNTIME, Active
 from service.settings import get_settings

@@ -15,10 +15,10 @@ from sqlalchemy.orm import Session
 from service.events import repository
 from service.events.canonical import CanonicalEvent, Identifiers, MappingError
 from service.events.checks import API_FIELDS, NOT_FINITE, check_storable, unstorable
+from service.events.identity import keys_for
 from service.events.intake import store
 from service.events.platforms.common import check_amounts
 from service.events.schemas import ApiEvent, EventResult
-from service.profiles.identity import keys_for
 from service.settings import get_settings
 from service.vocabulary import EventType, IntakeStatus
 

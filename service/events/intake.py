@@ -18,10 +18,10 @@ from service.events import repository
 from service.events.body import JsonError, load_json
 from service.events.canonical import CanonicalEvent, IgnoredTopic, MappingError
 from service.events.checks import check_storable
+from service.events.identity import keys_for, order_key
 from service.events.platforms import platform_for
 from service.events.repository import Delivery
 from service.pipeline.stages import StageName, nudge
-from service.profiles.identity import keys_for, order_key
 from service.vocabulary import DeliveryStatus, EventType
 
 

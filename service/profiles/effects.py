@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from service.events.identity import IdentityKey
 from service.profiles import effects_repository, repository
-from service.profiles.identity import IdentityKey
 from service.vocabulary import EventName, EventType
 
 

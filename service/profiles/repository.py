@@ -14,9 +14,9 @@ from sqlalchemy import or_, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from service.db import advisory_xact_locks, json_document
+from service.events.identity import IdentityKey, is_strong
 from service.events.models import Event
 from service.profiles.effects_repository import recompute_spend
-from service.profiles.identity import IdentityKey, is_strong
 from service.profiles.models import (
     Customer,
     CustomerSpend,

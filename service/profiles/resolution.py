@@ -26,11 +26,11 @@ import structlog
 from sqlalchemy.orm import Session
 
 from service.events import repository as events
+from service.events.identity import IdentityKey, is_strong
 from service.events.quarantine import SET_ASIDE_TOPIC
 from service.pipeline.isolation import isolated
 from service.profiles import repository
 from service.profiles.effects import PendingEvent, apply
-from service.profiles.identity import IdentityKey, is_strong
 
 log = structlog.get_logger(__name__)
 

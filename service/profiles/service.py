@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from sqlalchemy.orm import Session
 
 from service import crypto
+from service.events.identity import CONTACT_KINDS, lookup_key
 from service.events.quarantine_view import mask
 from service.profiles import effects_repository, repository
-from service.profiles.identity import CONTACT_KINDS, lookup_key
 from service.profiles.models import Customer
 
 

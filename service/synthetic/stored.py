@@ -25,8 +25,8 @@ from typing import Any
 import orjson
 
 from service.events.canonical import Identifiers
+from service.events.identity import CONTACT_KINDS, IdentityKey, keys_for
 from service.profiles.effects import money
-from service.profiles.identity import CONTACT_KINDS, IdentityKey, keys_for
 from service.synthetic import behaviour, population
 from service.synthetic.behaviour import Act
 from service.synthetic.catalogue import Catalogue

@@ -28,7 +28,7 @@ from service.decisions import reader as reader_module
 from service.decisions import repository as decisions_repository
 from service.decisions.models import Decision, Exposure
 from service.decisions.reader import Reader
-from service.profiles.identity import USER_ID, lookup_key
+from service.events.identity import USER_ID, lookup_key
 from service.rules import deployments
 from service.settings import get_settings
 from tests.support import clear_caches, resolve_all

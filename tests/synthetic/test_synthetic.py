@@ -14,8 +14,8 @@ import numpy as np
 import psycopg
 import pytest
 
+from service.events.identity import normalise_phone
 from service.language.parse import RulesInvalid
-from service.profiles.identity import normalise_phone
 from service.synthetic import behaviour, catalogue, deliveries, history, live, personas, population
 from service.synthetic.behaviour import Kind
 from service.synthetic.sender import Sender, Target

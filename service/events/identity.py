@@ -1,4 +1,6 @@
-"""Identity keys: what an event says about who it is, normalised for matching.
+"""Identity keys: what an event says about who it is, normalised for matching. Intake
+derives them and stores them with the event (never the raw email or phone: keyed hashes,
+and the values encrypted for sending); profiles match them when they resolve the event.
 
 Kinds, strongest first. A *strong* kind names one account: two profiles holding
 different values of the same strong kind are two people and are never merged.
