@@ -62,7 +62,7 @@ class Window:
 class CompiledRule:
     rule: Rule
     windows: tuple[Window, ...]
-    paths: tuple[str, ...]  # the facts it tests, for the decision log
+    paths: tuple[str, ...]  # the facts it tests, for the firings log
 
     @property
     def cancelled_by(self) -> frozenset[str]:

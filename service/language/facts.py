@@ -3,7 +3,7 @@
 A rule sees three namespaces: `event` (the trigger: name, type, source, properties),
 `context` (the trigger's context: page, locale, device…) and `profile` (the customer:
 computed traits, traits, segments, consent). The same layout serves the rule engine,
-action parameters (`{{ profile.traits.first_name }}`) and the decision log.
+action parameters (`{{ profile.traits.first_name }}`) and the firings log.
 """
 
 from __future__ import annotations

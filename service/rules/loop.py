@@ -4,7 +4,7 @@ waiting rule as soon as the event it waits for the absence of arrives; re-check 
 waiting rule at its due time and fire or cancel it. Limits and cooldowns are judged
 by the evaluator on the history the `Store` reads.
 
-The ports: a `Store` (the facts and the decision log: PostgreSQL in the service, in
+The ports: a `Store` (the facts and the firings log: PostgreSQL in the service, in
 memory for the tests and the simulator), a `Clock`, and `Fired`, told of every rule
 that acts (the service makes its actions; a test notes when).
 """
@@ -66,7 +66,7 @@ class Wait(Protocol):
 
 
 class Store(evaluator.Store, Protocol):
-    """The history the evaluator reads, and the decision log the loop writes."""
+    """The history the evaluator reads, and the firings log the loop writes."""
 
     def record(
         self, trigger: TriggerEvent, outcome: Outcome, *, version_id: int | None, now: datetime

@@ -120,7 +120,7 @@ class MemoryWait:
 
 @dataclass
 class MemoryStore:
-    """The decision log in memory over a history; waits come back soonest first."""
+    """The firings log in memory over a history; waits come back soonest first."""
 
     history: History
     log: dict[int, MemoryWait] = field(default_factory=dict)

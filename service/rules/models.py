@@ -1,4 +1,4 @@
-"""The decision log of what rules did."""
+"""The firings log of what rules did."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from service.vocabulary import FiringStatus
 
 
 class RuleFiring(Base):
-    """The decision log: a rule matched an event. `scheduled` rules wait for their due
+    """The firings log: a rule matched an event. `scheduled` rules wait for their due
     time and are then `fired` or `cancelled`; `suppressed` ones lost to their limits."""
 
     __tablename__ = "rule_firings"

@@ -1,4 +1,4 @@
-"""SQL for rules: the events outbox, the facts rules read, and the decision log."""
+"""SQL for rules: the events outbox, the facts rules read, and the firings log."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ _SAME = (
 
 
 class PgStore:
-    """The evaluator's history, read from the events and the decision log."""
+    """The evaluator's history, read from the events and the firings log."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -193,7 +193,7 @@ class PgStore:
         return acted
 
 
-# --- the decision log ------------------------------------------------------------------------
+# --- the firings log ------------------------------------------------------------------------
 
 
 def insert_firing(session: Session, **values: Any) -> int | None:

@@ -1,4 +1,4 @@
-"""Rules over HTTP: what is active, reload, rollback, and the decision log."""
+"""Rules over HTTP: what is active, reload, rollback, and the firings log."""
 
 from __future__ import annotations
 
@@ -183,7 +183,7 @@ def list_firings(
     before: Annotated[int | None, id_cursor("`next_before` of the previous page.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> FiringsPage:
-    """The decision log, newest first: which rule version matched which event, the
+    """The firings log, newest first: which rule version matched which event, the
     facts that mattered and the actions produced (scope `marketer`)."""
     customer_id = None
     if customer is not None:

@@ -2,7 +2,7 @@
 with the active version: which rules would have acted, for how many customers.
 
 The events go through the service's own evaluation loop, over a store that keeps its
-decision log in memory: waiting rules are decided at their due time and cancelled early
+firings log in memory: waiting rules are decided at their due time and cancelled early
 by the events that end their absence, as in the service. Approximations (stated in the
 report's docs): profiles are read as they are now, not as they were when each event
 happened; history windows and absences are read from the stored events, so they are exact.

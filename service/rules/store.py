@@ -1,5 +1,5 @@
 """The evaluation loop's store in the service: history read from the events, the
-decision log in `rule_firings`."""
+firings log in `rule_firings`."""
 
 from __future__ import annotations
 
