@@ -89,7 +89,7 @@ def run(url: str, tmp: Path, sink: HttpSink) -> None:
     print(f"broker: {broker}", flush=True)
     subprocess.run([sys.executable, "-m", "service.cli", "rules", "reload"], env=env, check=True)
     conn = psycopg.connect(support.libpq_url(url), autocommit=True)
-    version_id = conn.execute("SELECT id FROM ruleset_versions").fetchone()[0]
+    version_id = conn.execute("SELECT id FROM ruleset_versions").fetchone()[0]  # type: ignore[index]
     started = time.monotonic()
     seed(conn, version_id)
     print(
@@ -156,7 +156,7 @@ def due_rules(
         for i, due in enumerate(dues):
             customer = uuid.uuid4()
             conn.execute("INSERT INTO customers (id) VALUES (%s)", (customer,))
-            event_id = conn.execute(
+            event_id = conn.execute(  # type: ignore[index]
                 "INSERT INTO events (source, message_id, customer_id, type, name, "
                 " occurred_at, properties, context, evaluated_at) "
                 "VALUES ('bench', %s, %s, 'track', 'Product Viewed', %s, %s, '{}', now()) "
@@ -179,7 +179,7 @@ def due_rules(
 def wait_delivered(conn: psycopg.Connection[Any], tag: str, count: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        done = conn.execute(
+        done = conn.execute(  # type: ignore[index]
             "SELECT count(*) FROM actions WHERE status IN ('sent', 'dead') "
             "AND payload -> 'params' ->> 'product' LIKE %s",
             (f"{tag}-%",),
@@ -207,7 +207,7 @@ def lateness(conn: psycopg.Connection[Any], version_id: int) -> None:
         "FROM rule_firings f JOIN actions a ON a.firing_id = f.id "
         "WHERE a.payload -> 'params' ->> 'product' LIKE 'probe-%'"
     ).fetchall()
-    waiting = conn.execute(
+    waiting = conn.execute(  # type: ignore[index]
         "SELECT count(*) FROM rule_firings WHERE status = 'scheduled'"
     ).fetchone()[0]
     print(
@@ -232,7 +232,7 @@ def throughput(conn: psycopg.Connection[Any], version_id: int, sink: HttpSink) -
     wait_delivered(conn, "burst", DISPATCH, timeout=600)
     elapsed = time.monotonic() - started
     assert len(sink.received) - before >= DISPATCH
-    decided_s, handed_s = conn.execute(
+    decided_s, handed_s = conn.execute(  # type: ignore[misc]
         "SELECT extract(epoch FROM max(f.decided_at) - min(f.due_at)), "
         " extract(epoch FROM max(a.enqueued_at) - min(f.due_at)) "
         "FROM rule_firings f JOIN actions a ON a.firing_id = f.id "

@@ -23,6 +23,7 @@ a context with a cart value. Two runs each:
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import multiprocessing
@@ -101,7 +102,7 @@ def run(url: str) -> None:
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            support.wait_for(lambda base=base: _up(base), timeout=60)
+            support.wait_for(functools.partial(_up, base), timeout=60)
             check(base, requests[0])
             load.run(base, requests[:2000], concurrency=CONCURRENCY, seconds=2)  # warm-up
             paced = paced_run(base, requests[: int(RATE * SECONDS)])

@@ -27,6 +27,7 @@ import os
 import time
 import zlib
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from statsmodels.stats.proportion import proportion_confint
@@ -83,7 +84,7 @@ def main() -> None:
         lambda rng: revenue_rejections(rng=rng, runs=RUNS, units=5_000),
         "in [0.03, 0.07]",
     )
-    peeking = {"runs": RUNS, "units_per_day": 1_000, "days": 14, "rate": 0.05}
+    peeking: dict[str, Any] = {"runs": RUNS, "units_per_day": 1_000, "days": 14, "rate": 0.05}
     figure(
         "A/A, 14 daily looks, fixed-horizon z-test each day",
         lambda rng: peeking_rejections(rng=rng, sequential=False, **peeking),

@@ -120,7 +120,7 @@ def raw_inserts(url: str, *, rows: int, per_commit: int, connections: int) -> fl
     """Rows/s of plain INSERTs of event-shaped rows into the events table."""
     libpq = support.libpq_url(url)
     with psycopg.connect(libpq, autocommit=True) as conn:
-        customer = conn.execute(
+        customer = conn.execute(  # type: ignore[index]
             "INSERT INTO customers (id) VALUES (gen_random_uuid()) RETURNING id"
         ).fetchone()[0]
     props = json.dumps({"product_id": "p1", "price": "19.99"})
@@ -245,7 +245,7 @@ def run(url: str) -> None:
         hooks = [("/v1/webhooks/shopify", *shopify_delivery(i)) for i in range(2 * WEBHOOKS)]
         # Warm up: connections, imports, caches.
         load.run(base, batches[:2], concurrency=CONCURRENCY, seconds=0, wrk=False)
-        healthz = [("/healthz", b"", {})] * WEBHOOKS
+        healthz: list[tuple[str, bytes, dict[str, str]]] = [("/healthz", b"", {})] * WEBHOOKS
         bare = load.run(base, healthz, concurrency=CONCURRENCY, seconds=SECONDS)
         batch = load.run(base, batches[2:], concurrency=CONCURRENCY, seconds=0, wrk=False)
         hook = load.run(base, hooks[:WEBHOOKS], concurrency=CONCURRENCY, seconds=SECONDS)
@@ -287,12 +287,12 @@ def run(url: str) -> None:
             f"{'POST /v1/webhooks/shopify, ' + label:<48}{run.rate:>12,.0f}"
             f"{run.rate / raw_single:>10.2f}"
         )
-    for run, label in ((hook, CONCURRENCY), (busy, BUSY_CONCURRENCY)):
+    for run, inflight in ((hook, CONCURRENCY), (busy, BUSY_CONCURRENCY)):
         latency = (
             f", p50 {run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms" if run.p99_ms is not None else ""
         )
         share = run.rate / bare.rate
-        print(f"webhooks at {label} in flight: {share:.2f} of the bare endpoint{latency}")
+        print(f"webhooks at {inflight} in flight: {share:.2f} of the bare endpoint{latency}")
 
 
 if __name__ == "__main__":
