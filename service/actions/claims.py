@@ -34,7 +34,7 @@ IN_FLIGHT = (ActionStatus.PENDING, ActionStatus.SENDING)
 
 
 @dataclass(frozen=True)
-class Delivery:
+class Outgoing:
     """What a worker needs to deliver an action outside the database transaction."""
 
     action_id: int
@@ -49,7 +49,7 @@ class Delivery:
     text: str = ""
 
 
-def claim(session: Session, *, action_id: int, now: datetime) -> Delivery | None:
+def claim(session: Session, *, action_id: int, now: datetime) -> Outgoing | None:
     """Take a due action for delivery, or settle it here: cancelled (no consent, offer
     expired, frequency cap, no address), deferred (quiet hours), dead (configuration),
     or done at once (inbox, content, segment). None when there is nothing to deliver,
@@ -82,7 +82,7 @@ def claim(session: Session, *, action_id: int, now: datetime) -> Delivery | None
     return delivery
 
 
-def finish(session: Session, *, delivery: Delivery, result: channels.Result, now: datetime) -> str:
+def finish(session: Session, *, delivery: Outgoing, result: channels.Result, now: datetime) -> str:
     """Record how a delivery ended; returns the action's status. A delivery whose lease
     another worker has since taken over changes nothing."""
     action = repository.lock(session, delivery.action_id, wait=True)
@@ -214,7 +214,7 @@ class _Unsendable(Exception):
 
 def _prepare(
     session: Session, action: Action, traits: dict[str, Any], settings: Settings, *, now: datetime
-) -> Delivery:
+) -> Outgoing:
     firing = repository.firing(session, action.firing_id)
     assert firing is not None
     attempt = action.attempts + 1
@@ -243,7 +243,7 @@ def _prepare(
                 },
             }
         )
-        return Delivery(
+        return Outgoing(
             action.id, action.key, attempt, Channel.WEBHOOK, now, destination=destination, body=body
         )
     if action.channel == Channel.EMAIL:
@@ -261,7 +261,7 @@ def _prepare(
             subject, text = templates.render(template, context)
         except templates.TemplateProblem as exc:
             raise _Unsendable(ActionStatus.DEAD, str(exc)) from exc
-        return Delivery(
+        return Outgoing(
             action.id,
             action.key,
             attempt,

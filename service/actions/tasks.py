@@ -45,7 +45,7 @@ def dispatch(action_id: int) -> str | None:
         return claims.finish(session, delivery=delivery, result=result, now=_now())
 
 
-def deliver(delivery: claims.Delivery) -> channels.Result:
+def deliver(delivery: claims.Outgoing) -> channels.Result:
     if delivery.channel == Channel.WEBHOOK:
         assert delivery.destination is not None
         return channels.post_webhook(

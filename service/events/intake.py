@@ -20,7 +20,7 @@ from service.events.canonical import CanonicalEvent, IgnoredTopic, MappingError
 from service.events.checks import check_storable
 from service.events.identity import keys_for, order_key
 from service.events.platforms import platform_for
-from service.events.repository import Delivery
+from service.events.repository import Received
 from service.pipeline.stages import StageName, nudge
 from service.vocabulary import DeliveryStatus, EventType
 
@@ -101,7 +101,7 @@ def mapped_and_checked(
 
 
 def receive_webhooks(
-    session: Session, *, deliveries: Sequence[Delivery]
+    session: Session, *, deliveries: Sequence[Received]
 ) -> list[tuple[DeliveryStatus, int]]:
     """Store verified deliveries and what they map to; returns (status, events stored)
     for each, in order. A delivery id stored before, or earlier in `deliveries`, is a
@@ -141,7 +141,7 @@ def receive_webhooks(
 
 
 def _map(
-    d: Delivery,
+    d: Received,
 ) -> tuple[DeliveryStatus, list[CanonicalEvent], tuple[str, str | None] | None]:
     """(delivery status, its events, why it is quarantined if it is)."""
     try:

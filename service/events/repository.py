@@ -56,7 +56,7 @@ _INSERT_DELIVERIES = text(
 
 
 @dataclass(frozen=True)
-class Delivery:
+class Received:
     """A verified webhook delivery, as received."""
 
     source: str
@@ -68,7 +68,7 @@ class Delivery:
 
 @dataclass(frozen=True)
 class NewDelivery:
-    delivery: Delivery
+    delivery: Received
     status: DeliveryStatus
     # Event rows (`intake.event_rows`); joined to their delivery by source and id.
     events: Sequence[dict[str, Any]]

@@ -22,7 +22,7 @@ from service.events.body import limited_body
 from service.events.platform import MissingHeader, Platform
 from service.events.platforms import PLATFORMS
 from service.events.platforms.standard import STANDARD
-from service.events.repository import Delivery
+from service.events.repository import Received
 from service.events.schemas import WebhookAck
 from service.events.signatures import SignatureError
 from service.events.writer import DeliveryWriter
@@ -91,7 +91,7 @@ async def receive(request: Request, body: bytes, *, platform: Platform, source: 
         raise ProblemError(400, f"The {exc.name} header is missing.") from exc
     writer: DeliveryWriter = request.app.state.delivery_writer
     status, count = await writer.submit(
-        Delivery(
+        Received(
             source=source,
             delivery_id=_key(delivery_id),
             topic=_topic(topic),

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service import db
 from service.events.intake import receive_webhooks
-from service.events.repository import Delivery
+from service.events.repository import Received
 from service.vocabulary import DeliveryStatus
 
 log = structlog.get_logger(__name__)
@@ -37,7 +37,7 @@ class DeliveryWriter:
     def __init__(self, *, max_group: int = 200, max_group_bytes: int = 8 << 20) -> None:
         self.max_group = max_group
         self.max_group_bytes = max_group_bytes
-        self._waiting: list[tuple[Delivery, asyncio.Future[Result]]] = []
+        self._waiting: list[tuple[Received, asyncio.Future[Result]]] = []
         self._writing: asyncio.Task[None] | None = None
         self._group_size = 0
 
@@ -51,14 +51,14 @@ class DeliveryWriter:
         """Deliveries submitted and not yet answered."""
         return len(self._waiting) + self._group_size
 
-    async def submit(self, delivery: Delivery) -> Result:
+    async def submit(self, delivery: Received) -> Result:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.append((delivery, future))
         if self._writing is None:
             self._writing = asyncio.create_task(self._write_all())
         return await future
 
-    def _next_group(self) -> list[tuple[Delivery, asyncio.Future[Result]]]:
+    def _next_group(self) -> list[tuple[Received, asyncio.Future[Result]]]:
         size = taken = 0
         for delivery, _ in self._waiting[: self.max_group]:
             size += len(delivery.body)
@@ -70,7 +70,7 @@ class DeliveryWriter:
         return group
 
     async def _write_all(self) -> None:
-        group: list[tuple[Delivery, asyncio.Future[Result]]] = []
+        group: list[tuple[Received, asyncio.Future[Result]]] = []
         try:
             while self._waiting:
                 group = self._next_group()
@@ -95,7 +95,7 @@ class DeliveryWriter:
             self._group_size = 0
 
 
-def write(deliveries: Sequence[Delivery]) -> list[Result | Exception]:
+def write(deliveries: Sequence[Received]) -> list[Result | Exception]:
     """Store deliveries in one transaction; if it fails, each in its own."""
     try:
         with db.transaction() as session:

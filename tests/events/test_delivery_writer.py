@@ -11,15 +11,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from service.events.repository import Delivery
+from service.events.repository import Received
 from service.events.writer import write
 from tests.support import libpq_url, resolve_all, wait_for
 from tests.support import webhooks as send
 from tests.support.webhooks import fixture
 
 
-def delivery(delivery_id: str, payload: object, *, topic: str = "orders/create") -> Delivery:
-    return Delivery(
+def delivery(delivery_id: str, payload: object, *, topic: str = "orders/create") -> Received:
+    return Received(
         source="shopify",
         delivery_id=delivery_id,
         topic=topic,

@@ -249,7 +249,9 @@ def compact(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class Delivery:
+class Payload:
+    """A webhook body as a platform maps it: where it came from, its topic and id."""
+
     source: str
     topic: str
     delivery_id: str
@@ -279,10 +281,10 @@ class Delivery:
         )
 
 
-Mapper = Callable[[Delivery], list[CanonicalEvent]]
+Mapper = Callable[[Payload], list[CanonicalEvent]]
 
 
-def ignored(delivery: Delivery) -> list[CanonicalEvent]:
+def ignored(delivery: Payload) -> list[CanonicalEvent]:
     raise IgnoredTopic(delivery.topic)
 
 
@@ -297,4 +299,4 @@ def run_table(
     table: Mapping[str, Mapper], *, source: str, topic: str, payload: object, delivery_id: str
 ) -> list[CanonicalEvent]:
     mapper = table.get(topic, ignored)
-    return mapper(Delivery(source, topic, delivery_id, root(payload)))
+    return mapper(Payload(source, topic, delivery_id, root(payload)))

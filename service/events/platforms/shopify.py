@@ -13,9 +13,9 @@ from service.events.canonical import CanonicalEvent, Identifiers
 from service.events.platform import COMMON_KEPT, required
 from service.events.platforms.common import (
     SUM_PRECISION,
-    Delivery,
     Mapper,
     Node,
+    Payload,
     bounded,
     compact,
     decimal_sum,
@@ -85,7 +85,7 @@ def _shopify_cart_currency(lines: list[Node]) -> str | None:
     return next(iter(common)) if common and len(common) == 1 else None
 
 
-def _shopify_cart(delivery: Delivery, *, time_key: str) -> list[CanonicalEvent]:
+def _shopify_cart(delivery: Payload, *, time_key: str) -> list[CanonicalEvent]:
     # A cart webhook carries the whole cart, not the line that changed: one event with
     # every line, rather than one per line, which would repeat lines on each update.
     body = delivery.body
@@ -112,7 +112,7 @@ def _shopify_cart(delivery: Delivery, *, time_key: str) -> list[CanonicalEvent]:
     ]
 
 
-def _shopify_checkout(delivery: Delivery, *, time_key: str) -> list[CanonicalEvent]:
+def _shopify_checkout(delivery: Payload, *, time_key: str) -> list[CanonicalEvent]:
     body = delivery.body
     properties = {
         "checkout_id": body.id("token"),
@@ -142,7 +142,7 @@ def _shopify_shipping(body: Node) -> str | None:
 
 
 def _shopify_order(
-    delivery: Delivery, *, name: str, time_keys: tuple[str, ...]
+    delivery: Payload, *, name: str, time_keys: tuple[str, ...]
 ) -> list[CanonicalEvent]:
     body = delivery.body
     properties = compact(
@@ -189,7 +189,7 @@ def _single_currency(nodes: Iterable[Node], key: str) -> str | None:
     return codes.pop() if len(codes) == 1 else None  # None when unknown or mixed
 
 
-def _shopify_refund(delivery: Delivery) -> list[CanonicalEvent]:
+def _shopify_refund(delivery: Payload) -> list[CanonicalEvent]:
     # The refunded total is the money returned (the transactions), not the refunded
     # lines' subtotal: a partial refund or a restocking fee makes them differ.
     body = delivery.body
@@ -239,7 +239,7 @@ def _shopify_tags(body: Node) -> list[str] | None:
     return None if tags is None else [tag.strip() for tag in tags.split(",") if tag.strip()]
 
 
-def _shopify_customer(delivery: Delivery, *, time_key: str) -> list[CanonicalEvent]:
+def _shopify_customer(delivery: Payload, *, time_key: str) -> list[CanonicalEvent]:
     body = delivery.body
     created = (
         body.iso_time("created_at", when=False).isoformat() if body.has("created_at") else None

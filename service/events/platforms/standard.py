@@ -16,9 +16,9 @@ from service.events.canonical import (
 )
 from service.events.platform import COMMON_KEPT, json_field, required
 from service.events.platforms.common import (
-    Delivery,
     Mapper,
     Node,
+    Payload,
     compact,
     ignored,
     root,
@@ -36,7 +36,7 @@ def _bigcommerce_cart_id(data: Node) -> str:
 
 
 def _bigcommerce_event(
-    delivery: Delivery,
+    delivery: Payload,
     *,
     name: str | None,
     identifiers: Identifiers,
@@ -54,7 +54,7 @@ def _bigcommerce_event(
     ]
 
 
-def _bigcommerce_cart(delivery: Delivery, *, name: str) -> list[CanonicalEvent]:
+def _bigcommerce_cart(delivery: Payload, *, name: str) -> list[CanonicalEvent]:
     # Thin payload: the cart id is all there is; the lines stay at BigCommerce.
     cart_id = _bigcommerce_cart_id(delivery.body.child("data"))
     return _bigcommerce_event(
@@ -65,7 +65,7 @@ def _bigcommerce_cart(delivery: Delivery, *, name: str) -> list[CanonicalEvent]:
     )
 
 
-def _bigcommerce_cart_converted(delivery: Delivery) -> list[CanonicalEvent]:
+def _bigcommerce_cart_converted(delivery: Payload) -> list[CanonicalEvent]:
     data = delivery.body.child("data")
     cart_id = data.id("id")
     return _bigcommerce_event(
@@ -80,7 +80,7 @@ def _bigcommerce_cart_converted(delivery: Delivery) -> list[CanonicalEvent]:
 _BIGCOMMERCE_CANCELLED = frozenset({5, 6})
 
 
-def _bigcommerce_order(delivery: Delivery, *, name: str) -> list[CanonicalEvent]:
+def _bigcommerce_order(delivery: Payload, *, name: str) -> list[CanonicalEvent]:
     data = delivery.body.child("data")
     status = data.opt_child("status")  # only on statusUpdated: numeric status ids
     if status and status.opt_int("new_status_id") in _BIGCOMMERCE_CANCELLED:
@@ -95,7 +95,7 @@ def _bigcommerce_order(delivery: Delivery, *, name: str) -> list[CanonicalEvent]
     )
 
 
-def _bigcommerce_refund(delivery: Delivery) -> list[CanonicalEvent]:
+def _bigcommerce_refund(delivery: Payload) -> list[CanonicalEvent]:
     data = delivery.body.child("data")
     refund = data.opt_child("refund")
     properties = {
@@ -110,7 +110,7 @@ def _bigcommerce_refund(delivery: Delivery) -> list[CanonicalEvent]:
     )
 
 
-def _bigcommerce_customer(delivery: Delivery) -> list[CanonicalEvent]:
+def _bigcommerce_customer(delivery: Payload) -> list[CanonicalEvent]:
     customer_id = delivery.body.child("data").id("id")
     return _bigcommerce_event(
         delivery,
@@ -194,7 +194,7 @@ def _without(node: Node, *keys: str) -> dict[str, Any]:
     return {key: value for key, value in node.data.items() if key not in keys}
 
 
-def _segment_event(delivery: Delivery) -> list[CanonicalEvent]:
+def _segment_event(delivery: Payload) -> list[CanonicalEvent]:
     body = delivery.body
     type_ = _SEGMENT_TYPES[delivery.topic]
     name = {

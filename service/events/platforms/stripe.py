@@ -17,9 +17,9 @@ from service.events.canonical import (
 )
 from service.events.platform import COMMON_KEPT, json_field
 from service.events.platforms.common import (
-    Delivery,
     Mapper,
     Node,
+    Payload,
     bounded,
     compact,
     ignored,
@@ -72,11 +72,11 @@ def _stripe_required_money(obj: Node, key: str, currency: str) -> str:
     return value
 
 
-def _stripe_object(delivery: Delivery) -> Node:
+def _stripe_object(delivery: Payload) -> Node:
     return delivery.body.child("data").child("object")
 
 
-def _stripe_session_completed(delivery: Delivery) -> list[CanonicalEvent]:
+def _stripe_session_completed(delivery: Payload) -> list[CanonicalEvent]:
     session = _stripe_object(delivery)
     currency = _stripe_currency(session)
     details = session.child_or_empty("customer_details")
@@ -107,7 +107,7 @@ def _stripe_session_completed(delivery: Delivery) -> list[CanonicalEvent]:
     ]
 
 
-def _stripe_charge_refunded(delivery: Delivery) -> list[CanonicalEvent]:
+def _stripe_charge_refunded(delivery: Payload) -> list[CanonicalEvent]:
     charge = _stripe_object(delivery)
     currency = _stripe_currency(charge)
     billing = charge.child_or_empty("billing_details")
@@ -135,7 +135,7 @@ def _stripe_charge_refunded(delivery: Delivery) -> list[CanonicalEvent]:
     ]
 
 
-def _stripe_customer(delivery: Delivery) -> list[CanonicalEvent]:
+def _stripe_customer(delivery: Payload) -> list[CanonicalEvent]:
     customer = _stripe_object(delivery)
     created = (
         customer.unix_time("created", when=False).isoformat() if customer.has("created") else None

@@ -13,9 +13,9 @@ from urllib.parse import parse_qs
 from service.events.canonical import CanonicalEvent, Identifiers
 from service.events.platform import COMMON_KEPT, required
 from service.events.platforms.common import (
-    Delivery,
     Mapper,
     Node,
+    Payload,
     bounded,
     compact,
     decimal_sum,
@@ -75,7 +75,7 @@ def _woo_order_properties(body: Node) -> dict[str, Any]:
     )
 
 
-def _woo_order_created(delivery: Delivery) -> list[CanonicalEvent]:
+def _woo_order_created(delivery: Payload) -> list[CanonicalEvent]:
     body = delivery.body
     return [
         delivery.event(
@@ -87,7 +87,7 @@ def _woo_order_created(delivery: Delivery) -> list[CanonicalEvent]:
     ]
 
 
-def _woo_refund(delivery: Delivery, *, occurred_at: datetime) -> CanonicalEvent | None:
+def _woo_refund(delivery: Payload, *, occurred_at: datetime) -> CanonicalEvent | None:
     """Order Refunded for an order that has refunds, with their sum as a positive total.
 
     The payload is the order as it is now, so the total is cumulative over all refunds
@@ -119,7 +119,7 @@ def _woo_refund(delivery: Delivery, *, occurred_at: datetime) -> CanonicalEvent 
     )
 
 
-def _woo_order_updated(delivery: Delivery) -> list[CanonicalEvent]:
+def _woo_order_updated(delivery: Payload) -> list[CanonicalEvent]:
     body = delivery.body
     occurred_at = body.iso_time("date_modified_gmt", naive_is_utc=True)
     name = (
@@ -135,7 +135,7 @@ def _woo_order_updated(delivery: Delivery) -> list[CanonicalEvent]:
     return [updated] if refunded is None else [updated, refunded]
 
 
-def _woo_customer(delivery: Delivery, *, time_key: str) -> list[CanonicalEvent]:
+def _woo_customer(delivery: Payload, *, time_key: str) -> list[CanonicalEvent]:
     body = delivery.body
     billing = body.child_or_empty("billing")
     created = (
