@@ -39,6 +39,8 @@ class EventName(StrEnum):
 
 
 SEGMENT_EVENTS = frozenset({EventName.SEGMENT_ENTERED, EventName.SEGMENT_LEFT})
+# The source of those events (stored with them like a platform's name).
+SEGMENT_EVENT_SOURCE = "segments"
 
 
 class IntakeStatus(StrEnum):

@@ -1,21 +1,20 @@
-"""SQL for rules: the events outbox, the facts rules read, and the firings log."""
+"""SQL for rules: the history the evaluator reads (counts and absences over a customer's
+events), and the firings log."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Row, any_, bindparam, literal, or_, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy import Row, any_, literal, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from service.db import json_document
-from service.events.models import Event
 from service.language.facts import stored_filter, trigger_name
 from service.rules.models import RuleFiring
-from service.segments.models import EVENT_SOURCE
 from service.vocabulary import FiringStatus
 
 # --- health ---------------------------------------------------------------------------------
@@ -30,72 +29,6 @@ def metrics_snapshot(session: Session) -> Row[Any]:
             "(SELECT count(*) FROM rule_firings WHERE status = 'scheduled') AS waiting"
         )
     ).one()
-
-
-# --- the outbox ------------------------------------------------------------------------------
-
-
-def claim_unevaluated(session: Session, *, limit: int) -> Sequence[Event]:
-    """Resolved events not yet evaluated, locked (concurrent workers take other ones),
-    in customer order so per-customer locks are always taken in one order. Events of
-    customers' own making come first, up to four fifths of the batch, then segments'
-    announcements, then more of the former if there is room: a backfill that moves
-    50,000 customers into a segment does not hold up the next page view, and steady
-    traffic does not hold up the announcements until they are too old to act on."""
-    live = f"events.source <> '{EVENT_SOURCE}'"  # literals, in the partial index's terms
-    announced = f"events.source = '{EVENT_SOURCE}'"
-    first = limit - limit // 5
-    own = _claim(session, live, limit=first)
-    ids = own + _claim(session, announced, limit=limit - len(own))
-    if len(own) == first and len(ids) < limit:  # more waiting, and room left
-        ids += _claim(session, live, limit=limit - len(ids), after=own[-1])
-    if not ids:
-        return []
-    return session.scalars(
-        select(Event)
-        .where(Event.id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger))))
-        .order_by(Event.customer_id, Event.occurred_at, Event.id)
-    ).all()
-
-
-def _claim(session: Session, which: str, *, limit: int, after: int = 0) -> list[int]:
-    if limit <= 0:
-        return []
-    return list(
-        session.scalars(
-            select(Event.id)
-            .where(Event.customer_id.is_not(None), Event.evaluated_at.is_(None), text(which))
-            .where(Event.id > after)
-            .order_by(Event.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-    )
-
-
-def mark_evaluated(session: Session, ids: Sequence[int], *, at: datetime) -> None:
-    session.execute(update(Event).where(Event.id.in_(ids)).values(evaluated_at=at))
-
-
-def unmark_evaluated(session: Session, event_id: int) -> None:
-    """Put an event back in the outbox (a set-aside event replayed)."""
-    session.execute(update(Event).where(Event.id == event_id).values(evaluated_at=None))
-
-
-def events_between(session: Session, *, since: datetime, until: datetime) -> Iterable[Event]:
-    """Customers' events in [since, until], in time order, streamed."""
-    return session.scalars(
-        select(Event)
-        .where(
-            Event.customer_id.is_not(None), Event.occurred_at >= since, Event.occurred_at <= until
-        )
-        .order_by(Event.occurred_at, Event.id)
-        .execution_options(yield_per=1000)
-    )
-
-
-def get_event(session: Session, event_id: int) -> Event | None:
-    return session.get(Event, event_id)
 
 
 # Events with the trigger's value for each `same` key (given as one JSON object), in

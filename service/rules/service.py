@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import structlog
 from sqlalchemy.orm import Session
 
+from service.events import outbox
 from service.events.models import Event
 from service.language.facts import Profile
 from service.pipeline.isolation import isolated
@@ -25,9 +26,8 @@ from service.rules.models import RuleFiring
 from service.rules.store import DatabaseStore, trigger_of
 from service.ruleset.runtime import RUNTIME, Active
 from service.segments import service as segments
-from service.segments.models import EVENT_SOURCE
 from service.settings import get_settings
-from service.vocabulary import FiringStatus
+from service.vocabulary import SEGMENT_EVENT_SOURCE, FiringStatus
 
 log = structlog.get_logger(__name__)
 
@@ -91,7 +91,7 @@ def evaluate_pending(
     rest of the batch commits. With no rules active (activating them is the start-up's
     or the CLI's work), events stay pending and 0 is returned."""
     now = now or _now()
-    events = repository.claim_unevaluated(session, limit=limit)
+    events = outbox.claim_unevaluated(session, limit=limit)
     if not events:
         return 0
     settings = get_settings()
@@ -110,7 +110,7 @@ def evaluate_pending(
         _update_segments(
             session,
             active,
-            {e.customer_id for e in events if e.customer_id and e.source != EVENT_SOURCE},
+            {e.customer_id for e in events if e.customer_id and e.source != SEGMENT_EVENT_SOURCE},
             now=now,
             reason="event",
         )
@@ -130,7 +130,7 @@ def evaluate_pending(
             customer_id=event.customer_id,
             error=error,
         )
-    repository.mark_evaluated(session, [e.id for e in events], at=now)
+    outbox.mark_evaluated(session, [e.id for e in events], at=now)
     return len(events)
 
 
@@ -198,7 +198,7 @@ def _replay_evaluation(session: Session, row: SetAside) -> None:
     """The event goes back to the rules' outbox (evaluated again unless older than
     RULES_MAX_EVENT_AGE_S by then)."""
     assert row.item_id is not None
-    repository.unmark_evaluated(session, row.item_id)
+    outbox.unmark_evaluated(session, row.item_id)
 
 
 def _replay_segments(session: Session, row: SetAside) -> None:

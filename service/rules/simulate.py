@@ -17,6 +17,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from service.events import outbox
 from service.language.engine import CompiledRuleset, Engine
 from service.language.facts import Profile
 from service.profiles import facts as profile_facts
@@ -67,7 +68,7 @@ def replay(
     )
     play = Replay(loop=loop, store=store, clock=clock, profile_of=profile_of)
     count = 0
-    for event in repository.events_between(session, since=since, until=until):
+    for event in outbox.events_between(session, since=since, until=until):
         count += 1
         play.play(trigger_of(event))
     play.run_due(until=until)

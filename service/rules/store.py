@@ -10,6 +10,7 @@ from datetime import datetime
 import structlog
 from sqlalchemy.orm import Session
 
+from service.events import outbox
 from service.events.models import Event
 from service.language.facts import TriggerEvent
 from service.rules import evaluator, repository
@@ -78,7 +79,7 @@ class DatabaseStore(repository.PgStore):
         return repository.scheduled_for(self.session, customer, event=event)
 
     def trigger_of(self, wait: Wait) -> TriggerEvent | None:
-        event = repository.get_event(self.session, wait.event_id)
+        event = outbox.get_event(self.session, wait.event_id)
         return trigger_of(event) if event is not None else None
 
     def finish(

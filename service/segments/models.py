@@ -21,10 +21,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base
 
-# The source of the events that announce a change of membership (`Segment Entered`,
-# `Segment Left`).
-EVENT_SOURCE = "segments"
-
 
 class SegmentMembership(Base):
     """A period in a segment: open (`exited_at` NULL) while the customer is in it. The

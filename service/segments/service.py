@@ -27,9 +27,9 @@ from service.pipeline.service import set_aside
 from service.pipeline.stages import StageName, nudge
 from service.profiles import facts as profile_facts
 from service.segments import repository
-from service.segments.models import EVENT_SOURCE, SegmentRun
+from service.segments.models import SegmentRun
 from service.settings import get_settings
-from service.vocabulary import EventName
+from service.vocabulary import SEGMENT_EVENT_SOURCE, EventName
 
 log = structlog.get_logger(__name__)
 
@@ -136,7 +136,7 @@ def _announce(
         session,
         [
             {
-                "source": EVENT_SOURCE,
+                "source": SEGMENT_EVENT_SOURCE,
                 "message_id": f"{p.id}:{suffix}",
                 "customer_id": p.customer_id,
                 "name": name,

@@ -15,10 +15,10 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from service.auth.service import Scope
+from service.events import outbox
 from service.language.facts import stored_filter
 from service.language.segments import counts_from, window_bounds
 from service.rules import deployments
-from service.rules import repository as rules_repository
 from service.ruleset.runtime import RUNTIME
 from service.segments import repository, service
 from service.settings import get_settings
@@ -412,10 +412,10 @@ def test_rules_take_customers_own_events_before_segment_announcements(
         track("Product Viewed", user="p1", product_id="p9", timestamp=at(-timedelta(seconds=5))),
     )
     resolve_all()
-    (first,) = rules_repository.claim_unevaluated(session, limit=1)
+    (first,) = outbox.claim_unevaluated(session, limit=1)
     assert (first.source, first.name) == ("api", "Product Viewed")
-    rules_repository.mark_evaluated(session, [first.id], at=NOW)
-    rest = rules_repository.claim_unevaluated(session, limit=10)
+    outbox.mark_evaluated(session, [first.id], at=NOW)
+    rest = outbox.claim_unevaluated(session, limit=10)
     assert [e.name for e in rest] == ["Segment Entered"] * 5
 
 
@@ -429,7 +429,7 @@ def test_steady_traffic_leaves_announcements_a_fifth_of_each_batch(
     ]
     send(client, keys, *views)
     resolve_all()
-    batch = rules_repository.claim_unevaluated(session, limit=10)
+    batch = outbox.claim_unevaluated(session, limit=10)
     names = sorted(e.name for e in batch)
     assert names == ["Product Viewed"] * 8 + ["Segment Entered"] * 2
 
