@@ -244,10 +244,10 @@ class Pass:
 # What `update` spends its time on, by the functions it calls: (module, name, label).
 PARTS = [
     ("service.segments.repository", "claim_run", "claim the run"),
-    ("service.segments.repository", "customers_after", "next customers (by id)"),
+    ("service.profiles.repository", "customers_after", "next customers (by id)"),
     ("service.profiles.facts", "lock_for_evaluation", "customer locks (advisory)"),
     ("service.rules.repository", "profiles", "profiles (select)"),
-    ("service.segments.repository", "window_counts", "window counts (events)"),
+    ("service.events.history", "window_counts", "window counts (events)"),
     ("service.segments.repository", "open_memberships", "open memberships (select)"),
     ("service.language.facts", "Profile.facts", "profile facts (Python)"),
     ("service.language.segments", "CompiledSegments.match", "match (durable-rules)"),

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, text, tuple_, update
+from sqlalchemy import func, or_, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from service.db import advisory_xact_locks, json_document
@@ -286,3 +286,46 @@ def events_page(
     return session.scalars(
         query.order_by(Event.occurred_at.desc(), Event.id.desc()).limit(limit)
     ).all()
+
+
+# --- customers in id order, for passes over all of them (segment runs) ----------------
+
+
+def customers_after(session: Session, after: uuid.UUID | None, *, limit: int) -> list[uuid.UUID]:
+    """The next customers in id order (not merged into another)."""
+    statement = (
+        select(Customer.id)
+        .where(Customer.merged_into_id.is_(None))
+        .order_by(Customer.id)
+        .limit(limit)
+    )
+    if after is not None:
+        statement = statement.where(Customer.id > after)
+    return list(session.scalars(statement))
+
+
+def count_customers(session: Session) -> int:
+    return (
+        session.scalar(
+            select(func.count()).select_from(Customer).where(Customer.merged_into_id.is_(None))
+        )
+        or 0
+    )
+
+
+def lock_unmerged(session: Session, customers: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of `customers` not merged into another profile, their rows share-locked
+    (as inserting a period that references them does anyway): a merge under way is
+    waited for, and a profile it merged away is left out."""
+    wanted = sorted(set(customers))
+    if not wanted:
+        return set()
+    return set(
+        session.scalars(
+            text(
+                "SELECT id FROM customers WHERE id = ANY(CAST(:ids AS uuid[])) "
+                "AND merged_into_id IS NULL ORDER BY id FOR KEY SHARE"
+            ),
+            {"ids": [str(c) for c in wanted]},
+        )
+    )

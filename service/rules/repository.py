@@ -12,7 +12,7 @@ from sqlalchemy import Row, any_, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from service.db import json_document
+from service.events import history
 from service.language.facts import stored_filter, trigger_name
 from service.rules.models import RuleFiring
 from service.vocabulary import FiringStatus
@@ -31,18 +31,6 @@ def metrics_snapshot(session: Session) -> Row[Any]:
     ).one()
 
 
-# Events with the trigger's value for each `same` key (given as one JSON object), in
-# their properties or in an item of their `products` list (an order that contains the
-# viewed product).
-_SAME = (
-    " AND NOT EXISTS (SELECT 1 FROM jsonb_each(CAST(:same AS jsonb)) AS s(k, v)"
-    " WHERE properties -> s.k IS DISTINCT FROM s.v AND NOT EXISTS ("
-    "  SELECT 1 FROM jsonb_array_elements(CASE jsonb_typeof(properties -> 'products')"
-    "    WHEN 'array' THEN properties -> 'products' ELSE '[]'::jsonb END) AS p(item)"
-    "  WHERE p.item -> s.k = s.v))"
-)
-
-
 class PgStore:
     """The evaluator's history, read from the events and the firings log."""
 
@@ -59,22 +47,15 @@ class PgStore:
         same: dict[str, Any] | None,
     ) -> int:
         type_, name = stored_filter(event)
-        count: int = self.session.execute(
-            text(
-                "SELECT count(*) FROM events WHERE customer_id = :customer AND type = :type "  # noqa: S608 (constant text)
-                "AND (CAST(:name AS text) IS NULL OR name = :name) "
-                "AND occurred_at >= :since AND occurred_at <= :until" + _SAME
-            ),
-            {
-                "customer": customer,
-                "type": type_,
-                "name": name,
-                "since": since,
-                "until": until,
-                "same": json_document(same or {}),
-            },
-        ).scalar_one()
-        return count
+        return history.count(
+            self.session,
+            customer=customer,
+            type_=type_,
+            name=name,
+            since=since,
+            until=until,
+            same=same,
+        )
 
     def first_of(
         self,
@@ -86,30 +67,19 @@ class PgStore:
         same: dict[str, Any] | None,
         exclude: int,
     ) -> tuple[str, datetime] | None:
-        stored = [stored_filter(n) for n in events]
-        tracks = [name for type_, name in stored if type_ == "track"]
-        types = [type_ for type_, _ in stored if type_ != "track"]
-        row = self.session.execute(
-            text(
-                "SELECT type, name, occurred_at FROM events WHERE customer_id = :customer "  # noqa: S608 (constant text)
-                "AND ((type = 'track' AND name = ANY(:names)) OR type = ANY(:types)) "
-                "AND occurred_at >= :since AND occurred_at <= :until AND id <> :exclude"
-                + _SAME
-                + " ORDER BY occurred_at, id LIMIT 1"
-            ),
-            {
-                "customer": customer,
-                "names": tracks,
-                "types": types,
-                "since": since,
-                "until": until,
-                "exclude": exclude,
-                "same": json_document(same or {}),
-            },
-        ).first()
-        if row is None:
+        found = history.first_of(
+            self.session,
+            customer=customer,
+            stored=[stored_filter(name) for name in events],
+            since=since,
+            until=until,
+            same=same,
+            exclude=exclude,
+        )
+        if found is None:
             return None
-        return trigger_name(row.type, row.name) or row.type, row.occurred_at
+        type_, name, at = found
+        return trigger_name(type_, name) or type_, at
 
     def group_acted(
         self, *, customer: uuid.UUID, group: str, since: datetime, exclude: int | None

@@ -7,15 +7,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Row, Uuid, and_, any_, bindparam, func, select, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Row, func, select, text
 from sqlalchemy.orm import Session
 
 from service.db import advisory_xact_locks, json_document
-from service.events.models import Event
-from service.profiles.models import Customer
 from service.segments.models import OPEN, SegmentMembership, SegmentRun
 
 # --- membership ------------------------------------------------------------------------------
@@ -109,63 +106,8 @@ def add_events(session: Session, rows: Sequence[dict[str, Any]]) -> None:
 # --- what segments read ----------------------------------------------------------------------
 
 
-def window_counts(
-    session: Session,
-    customers: Sequence[uuid.UUID],
-    bounds: Sequence[tuple[str, str, str | None, datetime]],
-) -> dict[uuid.UUID, dict[str, int]]:
-    """For each customer, how many of their events fall in each window: one grouped scan
-    of their events since the earliest window start. `bounds` are (key, type, name or
-    None for any, since); a key given twice (an absence of several events) adds up."""
-    if not customers or not bounds:
-        return {}
-    columns = []
-    for i, (_key, type_, name, since) in enumerate(bounds):
-        condition = and_(Event.type == type_, Event.occurred_at >= since)
-        if name is not None:
-            condition = and_(condition, Event.name == name)
-        columns.append(func.count().filter(condition).label(f"w{i}"))
-    rows = session.execute(
-        select(Event.customer_id, *columns)
-        # One array parameter: a plan that holds whatever the table's statistics.
-        .where(Event.customer_id == any_(bindparam("ids", list(customers), type_=ARRAY(Uuid))))
-        # No upper bound: an event committed after `now` was read (a batch that waited
-        # for a customer's lock, a client clock ahead) still counts.
-        .where(Event.occurred_at >= min(b[3] for b in bounds))
-        .group_by(Event.customer_id)
-    )
-    counts: dict[uuid.UUID, dict[str, int]] = {}
-    for customer, *values in rows:
-        found = counts.setdefault(cast(uuid.UUID, customer), {})
-        for (key, *_rest), value in zip(bounds, values, strict=True):
-            found[key] = found.get(key, 0) + int(value)
-    return counts
-
-
-def customers_after(session: Session, after: uuid.UUID | None, *, limit: int) -> list[uuid.UUID]:
-    """The next customers in id order (not merged into another)."""
-    statement = (
-        select(Customer.id)
-        .where(Customer.merged_into_id.is_(None))
-        .order_by(Customer.id)
-        .limit(limit)
-    )
-    if after is not None:
-        statement = statement.where(Customer.id > after)
-    return list(session.scalars(statement))
-
-
 def analyze(session: Session) -> None:
     session.execute(text("ANALYZE segment_memberships"))
-
-
-def count_customers(session: Session) -> int:
-    return (
-        session.scalar(
-            select(func.count()).select_from(Customer).where(Customer.merged_into_id.is_(None))
-        )
-        or 0
-    )
 
 
 # --- runs ------------------------------------------------------------------------------------
@@ -245,24 +187,6 @@ def open_segments(session: Session, customer: uuid.UUID) -> list[str]:
             select(SegmentMembership.segment)
             .where(SegmentMembership.customer_id == customer, OPEN)
             .order_by(SegmentMembership.segment)
-        )
-    )
-
-
-def lock_unmerged(session: Session, customers: Iterable[uuid.UUID]) -> set[uuid.UUID]:
-    """Those of `customers` not merged into another profile, their rows share-locked
-    (as inserting a period that references them does anyway): a merge under way is
-    waited for, and a profile it merged away is left out."""
-    wanted = sorted(set(customers))
-    if not wanted:
-        return set()
-    return set(
-        session.scalars(
-            text(
-                "SELECT id FROM customers WHERE id = ANY(CAST(:ids AS uuid[])) "
-                "AND merged_into_id IS NULL ORDER BY id FOR KEY SHARE"
-            ),
-            {"ids": [str(c) for c in wanted]},
         )
     )
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import structlog
 from sqlalchemy.orm import Session
 
+from service.events import history
 from service.language.engine import Engine
 from service.language.segments import CompiledSegments, window_bounds
 from service.pipeline.isolation import isolated
@@ -26,6 +27,7 @@ from service.pipeline.models import Stage
 from service.pipeline.service import set_aside
 from service.pipeline.stages import StageName, nudge
 from service.profiles import facts as profile_facts
+from service.profiles import repository as profile_repository
 from service.segments import repository
 from service.segments.models import SegmentRun
 from service.settings import get_settings
@@ -63,7 +65,7 @@ def update(
     settings = get_settings()
     profiles = profile_facts.read(session, wanted, currency=settings.shop_currency)
     bounds = window_bounds(compiled.windows, now=now)
-    counts = repository.window_counts(session, wanted, bounds) if bounds else {}
+    counts = history.window_counts(session, wanted, bounds) if bounds else {}
     current = repository.open_memberships(session, wanted, scope)
     entering: list[dict[str, Any]] = []
     leaving: dict[str, list[int]] = {"no longer matches": [], "definition removed": []}
@@ -93,7 +95,7 @@ def update(
             elif added_by == DEFINITION:
                 leaving["definition removed"].append(period)
     # A profile merged into another (by a merge committed meanwhile, too) enters nothing.
-    unmerged = repository.lock_unmerged(session, {row["customer_id"] for row in entering})
+    unmerged = profile_repository.lock_unmerged(session, {row["customer_id"] for row in entering})
     entering = [row for row in entering if row["customer_id"] in unmerged]
     opened = repository.enter(session, entering, at=now)
     closed = [
@@ -173,7 +175,7 @@ def definitions_changed(
         session,
         kind="backfill",
         segments=sorted(changed),
-        total=repository.count_customers(session),
+        total=profile_repository.count_customers(session),
     )
     log.info("segments_backfill_started", run_id=run.id, segments=run.segments, total=run.total)
     nudge(session, StageName.SEGMENT_RUNS)
@@ -187,7 +189,7 @@ def start_refresh(session: Session, *, segments: Iterable[str]) -> SegmentRun | 
     if not names or repository.running(session, kind="refresh"):
         return None
     run = repository.add_run(
-        session, kind="refresh", segments=names, total=repository.count_customers(session)
+        session, kind="refresh", segments=names, total=profile_repository.count_customers(session)
     )
     log.info("segments_refresh_started", run_id=run.id, total=run.total)
     nudge(session, StageName.SEGMENT_RUNS)
@@ -221,7 +223,7 @@ def advance(
     run = repository.claim_run(session)
     if run is None:
         return None
-    customers = repository.customers_after(session, run.cursor, limit=batch)
+    customers = profile_repository.customers_after(session, run.cursor, limit=batch)
     profile_facts.lock_for_evaluation(session, customers)
     active = definitions(session)
     now = now or datetime.now(UTC)

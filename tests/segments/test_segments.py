@@ -15,9 +15,11 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from service.auth.service import Scope
+from service.events import history as event_history
 from service.events import outbox
 from service.language.facts import stored_filter
 from service.language.segments import counts_from, window_bounds
+from service.profiles import repository as profile_repository
 from service.rules import deployments
 from service.ruleset.runtime import RUNTIME
 from service.segments import repository, service
@@ -231,7 +233,7 @@ def test_a_changed_definition_backfills_every_customer_with_progress(
     assert result.status == "active"
     (run,) = repository.running(session)
     assert (run.kind, run.segments, run.done) == ("backfill", ["high_value"], 0)
-    assert run.total == repository.count_customers(session) >= 3
+    assert run.total == profile_repository.count_customers(session) >= 3
     seen = []
     while service.advance(
         session,
@@ -332,7 +334,7 @@ def test_window_counts_in_sql_match_the_files_own_tests(session: Session, active
             )
             history.setdefault(customer, []).append((*stored_filter(name), occurred))
     bounds = window_bounds(compiled.windows, now=NOW)
-    counted = repository.window_counts(session, customers, bounds)
+    counted = event_history.window_counts(session, customers, bounds)
     for customer in customers:
         expected = counts_from(compiled.windows, history.get(customer, []), now=NOW)
         got = {k: counted.get(customer, {}).get(k, 0) for k in expected}
