@@ -85,11 +85,16 @@ def worker(concurrency: int, queues: str | None) -> None:
     _database()
     from service.worker import get_celery
 
+    queues = queues or get_settings().broker_queue
     get_celery().worker_main(
         [
             "worker",
             f"--concurrency={concurrency}",
-            f"--queues={queues or get_settings().broker_queue}",
+            f"--queues={queues}",
+            # Named after its queues: installations that share a broker by their queue
+            # (BROKER_QUEUE) on one host would otherwise share the node's control queue,
+            # which one worker holds exclusively, and the other would not start.
+            f"--hostname={queues.replace(',', '+')}@%h",
             f"--loglevel={get_settings().log_level.upper()}",
             "--without-mingle",
             "--without-gossip",

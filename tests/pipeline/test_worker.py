@@ -74,7 +74,7 @@ def test_worker_process_runs_a_task_and_stops_gracefully(
             node = support.wait_for(lambda: _heartbeat_node(engine), timeout=60)
         finally:
             engine.dispose()
-        assert node.startswith("celery@")
+        assert node.startswith(f"{queue}@")
 
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0, log.read_text()[-3000:]
@@ -89,3 +89,62 @@ def test_worker_process_runs_a_task_and_stops_gracefully(
 def _heartbeat_node(engine) -> str | None:
     with engine.connect() as conn:
         return conn.execute(text("SELECT hostname FROM worker_heartbeats")).scalar()
+
+
+@pytest.mark.worker
+@pytest.mark.skipif(
+    not support.port_open("127.0.0.1", 5672), reason="no RabbitMQ on 127.0.0.1:5672"
+)
+def test_two_installations_sharing_a_broker_by_their_queue_both_run_workers(
+    make_database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One RabbitMQ, one host, two databases with a queue each (BROKER_QUEUE): each
+    worker starts and consumes its own queue."""
+    rabbit = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
+    started = []
+    nodes: list[str] = []
+    try:
+        for n in range(2):
+            url = make_database(f"shared{n}")
+            queue = f"shared-{uuid.uuid4().hex[:8]}"
+            env = {k: v for k, v in os.environ.items() if k not in ("BROKER_URL", "DATABASE_URL")}
+            env.update(DATABASE_URL=url, BROKER_URL=rabbit, BROKER_QUEUE=queue)
+            env.update(HEARTBEAT_INTERVAL_S="1")
+            log = tmp_path / f"worker-{n}.log"
+            with log.open("wb") as out:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "service.cli", "worker", "--concurrency=1"],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            started.append((process, url, queue, log))
+        for _process, url, queue, log in started:
+            engine = create_engine(url)
+            try:
+                # The worker's own heartbeat, sent to its queue by this test.
+                monkeypatch.setenv("DATABASE_URL", url)
+                monkeypatch.setenv("BROKER_URL", rabbit)
+                clear_caches()
+                get_celery().send_task("periodic.heartbeat", queue=queue)
+                node = support.wait_for(lambda e=engine: _heartbeat_node(e), timeout=60)
+            except AssertionError:
+                raise AssertionError(log.read_text()[-3000:]) from None
+            finally:
+                engine.dispose()
+            nodes.append(node)
+        assert [process.poll() for process, *_ in started] == [None, None]
+        # Each named after its queue: they no longer share the node's control queue.
+        assert [node.split("@")[0] for node in nodes] == [queue for _, _, queue, _ in started]
+    finally:
+        monkeypatch.undo()
+        clear_caches()
+        for process, *_ in started:
+            process.terminate()
+        for process, *_ in started:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
