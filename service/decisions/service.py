@@ -295,8 +295,12 @@ def _choose_one(
     if content is None:
         kept = next((x for x in inbox if x.kind == "content"), None)
         if kept is not None:
-            content = {"id": kept.name, "params": kept.params}
-            content |= {"source": Channel.INBOX, "rule": None}
+            content = {
+                "id": kept.name,
+                "params": kept.params,
+                "source": Channel.INBOX,
+                "rule": None,
+            }
     if content is None:
         _, spec = default
         content = {"id": spec.content, "params": spec.params, "source": "default", "rule": None}

@@ -22,6 +22,7 @@ same formula as GrowthBook's sequential t-test, written with τ².
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -92,7 +93,4 @@ def sequential_test(
 
 def running_minimum(p_values: Iterable[float]) -> list[float]:
     """The always-valid p-value at each look: the lowest seen so far."""
-    out: list[float] = []
-    for p in p_values:
-        out.append(min(p, out[-1]) if out else p)
-    return out
+    return list(itertools.accumulate(p_values, min))
