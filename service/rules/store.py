@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import structlog
-from sqlalchemy.orm import Session
 
 from service.events import outbox
 from service.events.models import Event
@@ -38,9 +37,6 @@ def trigger_of(event: Event) -> TriggerEvent:
 
 class DatabaseStore(repository.PgStore):
     """Reads and writes in the caller's transaction; waits come back locked."""
-
-    def __init__(self, session: Session) -> None:
-        super().__init__(session)
 
     def record(
         self, trigger: TriggerEvent, outcome: Outcome, *, version_id: int | None, now: datetime
