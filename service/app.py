@@ -29,6 +29,7 @@ from service.events.schemas import ApiEvent, EventsBatch
 from service.events.tracking import router as tracking_router
 from service.events.webhooks import router as webhooks_router
 from service.events.writer import DeliveryWriter
+from service.experiments.router import router as experiments_router
 from service.health.router import router as health_router
 from service.http_limits import BodyGate
 from service.logging import RequestLogMiddleware, configure
@@ -134,6 +135,7 @@ def create_app() -> FastAPI:
     app.include_router(rules_router)
     app.include_router(actions_router)
     app.include_router(segments_router)
+    app.include_router(experiments_router)
     app.include_router(pipeline_router)
 
     def openapi() -> dict[str, Any]:

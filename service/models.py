@@ -5,6 +5,7 @@ from service.auth import models as auth_models
 from service.db import Base
 from service.decisions import models as decisions_models
 from service.events import models as events_models
+from service.experiments import models as experiments_models
 from service.health import models as health_models
 from service.pipeline import models as pipeline_models
 from service.profiles import models as profiles_models
@@ -18,6 +19,7 @@ __all__ = [
     "auth_models",
     "decisions_models",
     "events_models",
+    "experiments_models",
     "health_models",
     "pipeline_models",
     "profiles_models",

@@ -20,6 +20,7 @@ from service import crypto
 from service.actions import channels, policy, repository
 from service.actions.models import Action
 from service.db import advisory_xact_locks
+from service.experiments import exposures
 from service.language import templates
 from service.segments import service as segments
 from service.settings import Destination, Settings, get_settings
@@ -109,6 +110,7 @@ def finish(session: Session, *, delivery: Outgoing, result: channels.Result, now
         if action.payload["type"] == "offer":
             _apply(session, action, now=now)
         action.status, action.finished_at, action.last_error = ActionStatus.SENT, now, None
+        _exposed(session, action, now=now)
     elif outcome == "retry":
         action.status, action.last_error = ActionStatus.PENDING, result.detail
         action.enqueued_at = None
@@ -274,6 +276,16 @@ def _prepare(
     raise _Unsendable(ActionStatus.DEAD, f"unknown channel {action.channel}")
 
 
+def _exposed(session: Session, action: Action, *, now: datetime) -> None:
+    """A sent action exposes its customer to the variants its firing was given."""
+    firing = repository.firing(session, action.firing_id)
+    if firing is not None and firing.experiments:
+        rows = exposures.arms(
+            firing.experiments, customer_id=action.customer_id, source="action", at=now
+        )
+        exposures.record(session, rows)
+
+
 def _apply(session: Session, action: Action, *, now: datetime) -> None:
     """The database side of an action: the inbox entry, or the segment change."""
     payload = action.payload
@@ -319,6 +331,7 @@ def _settle(
     else:
         action.reason = reason
     if status == ActionStatus.SENT:
+        _exposed(session, action, now=now)
         action.attempts += 1
         repository.add_attempt(
             session,

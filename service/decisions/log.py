@@ -17,11 +17,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from service import db
 from service.decisions import repository
+from service.experiments import repository as experiments
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-Entry = tuple[dict[str, Any], list[dict[str, Any]]]  # the decision row, its exposures
+# The decision row, its exposures, its experiment exposures.
+Entry = tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]
 
 
 class DecisionLog:
@@ -34,11 +36,16 @@ class DecisionLog:
         self.dropped = 0
         self.written = 0
 
-    def record(self, decision: dict[str, Any], exposures: list[dict[str, Any]]) -> None:
+    def record(
+        self,
+        decision: dict[str, Any],
+        exposures: list[dict[str, Any]],
+        arms: list[dict[str, Any]] | None = None,
+    ) -> None:
         with self._lock:
             if len(self._pending) == self._pending.maxlen:
                 self.dropped += 1  # the oldest goes: the deque drops it on append
-            self._pending.append((decision, exposures))
+            self._pending.append((decision, exposures, arms or []))
 
     def flush(self) -> int:
         """Write what is pending; returns how many decisions were written."""
@@ -49,8 +56,11 @@ class DecisionLog:
         try:
             with db.transaction() as session:
                 repository.write_log(
-                    session, [d for d, _ in batch], [e for _, exposures in batch for e in exposures]
+                    session,
+                    [d for d, _, _ in batch],
+                    [e for _, exposures, _ in batch for e in exposures],
                 )
+                experiments.record(session, [a for _, _, arms in batch for a in arms])
         except SQLAlchemyError as exc:
             with self._lock:  # back in front of newer ones, as far as room allows
                 room = (self._pending.maxlen or 0) - len(self._pending)

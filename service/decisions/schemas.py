@@ -63,7 +63,7 @@ class DecisionIn(BaseModel):
 class ContentOut(BaseModel):
     id: str
     params: dict[str, Any]
-    source: Literal["rule", "inbox", "default"]
+    source: Literal["rule", "inbox", "default", "experiment"]
     rule: str | None = Field(description="`ruleset/rule` that chose it, for `source: rule`.")
 
 
@@ -83,9 +83,17 @@ class ExplainOut(BaseModel):
     facts: dict[str, Any] = Field(description="The facts the rule tests, with their values.")
 
 
+class ArmOut(BaseModel):
+    experiment: str
+    variant: str = Field(description="The variant shown, or `holdout` (the default, no rule).")
+
+
 class PlacementOut(BaseModel):
     content: ContentOut
     offers: list[OfferOut]
+    experiments: list[ArmOut] = Field(
+        description="The experiments on this placement the visitor is in, with their variant."
+    )
     explain: list[ExplainOut] | None = None
 
 

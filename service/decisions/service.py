@@ -23,8 +23,9 @@ from service.decisions.repository import InboxEntry, Snapshot
 from service.decisions.schemas import DecisionIn
 from service.errors import FieldError, ProblemError
 from service.events.identity import ANONYMOUS_ID, USER_ID, lookup_key
+from service.experiments.declared import Arm, Catalogue, catalogue
 from service.language.engine import CompiledRule, CompiledRuleset, Engine
-from service.language.facts import Profile
+from service.language.facts import Profile, render
 from service.language.schema import PlacementDefault, placement_key
 from service.rules.evaluator import actions_of, facts_used
 from service.ruleset.runtime import RUNTIME, Active
@@ -64,10 +65,10 @@ async def answer_request(
         active, snapshot, degraded = reader.rules_without_database(), Snapshot(None, None, []), True
     else:
         snapshot, degraded = got.snapshot, False
-    answer, context, now = _answer(
+    answer, chosen, context, now = _answer(
         body=body, active=active, snapshot=snapshot, degraded=degraded, explain=explain
     )
-    log.record(*_log_entry(answer=answer, context=context, now=now))
+    log.record(*_log_entry(answer=answer, chosen=chosen, context=context, now=now))
     return answer
 
 
@@ -97,7 +98,7 @@ def _who(body: DecisionIn) -> tuple[uuid.UUID | None, tuple[str, str] | None]:
 
 def _answer(
     *, body: DecisionIn, active: Active, snapshot: Snapshot, degraded: bool, explain: bool
-) -> tuple[dict[str, Any], dict[str, Any], datetime]:
+) -> tuple[dict[str, Any], dict[str, Chosen], dict[str, Any], datetime]:
     """The response document (DecisionOut's shape), built as plain data: this is the
     hot path, and FastAPI's response model would validate it all again. With it, the
     request's context as sent and the moment decided, for the log."""
@@ -115,6 +116,7 @@ def _answer(
         now=now,
         consent_defaults=get_settings().consent_defaults,
         explain=explain,
+        anonymous_id=body.anonymous_id,
     )
     profile = snapshot.profile
     answer: dict[str, Any] = {
@@ -127,12 +129,15 @@ def _answer(
             name: {
                 "content": c.content,
                 "offers": c.offers,
+                "experiments": [
+                    {"experiment": a.experiment, "variant": a.variant} for a, _ in c.arms
+                ],
                 "explain": c.explain if explain else None,
             }
             for name, c in chosen.items()
         },
     }
-    return answer, context, now
+    return answer, chosen, context, now
 
 
 def _check_placements(*, placements: list[str], known: dict[str, Any]) -> None:
@@ -161,10 +166,24 @@ def _rule_versions(*, active: Active) -> list[dict[str, Any]]:
 
 
 def _log_entry(
-    *, answer: dict[str, Any], context: dict[str, Any], now: datetime
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The decision log's row for an answer, and its exposures (one per thing shown)."""
+    *, answer: dict[str, Any], chosen: dict[str, Chosen], context: dict[str, Any], now: datetime
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The decision log's row for an answer, its exposures (one per thing shown), and
+    its experiment exposures (one per experiment a placement shown is in)."""
     exposures = []
+    arms = [
+        {
+            "experiment": arm.experiment,
+            "variant": arm.variant,
+            "unit": unit,
+            "customer_id": answer["customer_id"],
+            "segments": arm.segments,
+            "source": "decision",
+            "at": now,
+        }
+        for c in chosen.values()
+        for arm, unit in c.arms
+    ]
     for name, placement in answer["placements"].items():
         content = placement["content"]
         shown = [("content", content["id"], content["source"], content["rule"])]
@@ -194,7 +213,7 @@ def _log_entry(
         },
         "rule_versions": answer["rule_versions"],
     }
-    return decision, exposures
+    return decision, exposures, arms
 
 
 @dataclass
@@ -202,6 +221,7 @@ class Chosen:
     content: dict[str, Any]
     offers: list[dict[str, Any]]
     explain: list[dict[str, Any]] = field(default_factory=list)
+    arms: list[tuple[Arm, str]] = field(default_factory=list)  # (arm, the unit bucketed)
 
 
 def defaults_of(rulesets: list[CompiledRuleset]) -> dict[str, tuple[str, PlacementDefault]]:
@@ -224,6 +244,7 @@ def choose(
     now: datetime,
     consent_defaults: dict[str, bool],
     explain: bool,
+    anonymous_id: str | None = None,
 ) -> dict[str, Chosen]:
     known = profile or Profile()
     tree = {
@@ -232,8 +253,11 @@ def choose(
     }
     marketing = bool(tree["profile"]["consent"].get(MARKETING, False)) and profile is not None
     defaults = defaults_of(rulesets)
-    return {
-        placement: _choose_one(
+    experiments = catalogue(rulesets)
+    units = {"customer": str(profile.customer_id) if profile else None, "anonymous": anonymous_id}
+    chosen = {}
+    for placement in placements:
+        one = _choose_one(
             engine=engine,
             rulesets=rulesets,
             placement=placement,
@@ -243,8 +267,45 @@ def choose(
             marketing=marketing,
             explain=explain,
         )
-        for placement in placements
-    }
+        if experiments.for_placement(placement):
+            _experiment(one, experiments, placement, units, tree=tree, now=now)
+            if one.arms and one.arms[-1][0].suppressed:
+                _, spec = defaults[placement]
+                one.content = {"id": spec.content, "params": spec.params}
+                one.content |= {"source": "default", "rule": None}
+                one.offers = [o for o in one.offers if o["source"] != "rule"]
+        chosen[placement] = one
+    return chosen
+
+
+def _experiment(
+    chosen: Chosen,
+    experiments: Catalogue,
+    placement: str,
+    units: dict[str, str | None],
+    *,
+    tree: dict[str, Any],
+    now: datetime,
+) -> None:
+    """The visitor's variants of the experiments on this placement, in order: a variant
+    with content shows it; a held-out or suppressed one shows the default (and stops)."""
+    segments = tree["profile"].get("segments", ())
+    for declared in experiments.for_placement(placement):
+        unit = units[declared.spec.unit]
+        arm = declared.arm(unit, segments=segments, now=now) if unit else None
+        if arm is None:
+            continue
+        assert unit is not None
+        chosen.arms.append((arm, unit))
+        if arm.suppressed:
+            return
+        if arm.changes.content:
+            chosen.content = {
+                "id": arm.changes.content,
+                "params": render(arm.changes.params, tree),
+                "source": "experiment",
+                "rule": None,
+            }
 
 
 def _choose_one(

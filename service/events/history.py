@@ -125,3 +125,36 @@ def window_counts(
         for (key, *_rest), value in zip(bounds, values, strict=True):
             found[key] = found.get(key, 0) + int(value)
     return counts
+
+
+def did_within(
+    session: Session,
+    *,
+    type_: str,
+    name: str | None,
+    customers: Sequence[uuid.UUID],
+    since: Sequence[datetime],
+    until: Sequence[datetime],
+) -> list[bool]:
+    """For each (customer, since, until), whether the customer has such an event in
+    [since, until]: one query over the three lists (an experiment's conversions)."""
+    if not customers:
+        return []
+    rows = session.execute(
+        text(
+            "SELECT w.i FROM unnest(CAST(:customers AS uuid[]), CAST(:since AS timestamptz[]),"
+            " CAST(:until AS timestamptz[])) WITH ORDINALITY AS w(customer, since, until, i)"
+            " WHERE EXISTS (SELECT 1 FROM events e WHERE e.customer_id = w.customer"
+            " AND e.type = :type AND (CAST(:name AS text) IS NULL OR e.name = :name)"
+            " AND e.occurred_at >= w.since AND e.occurred_at <= w.until)"
+        ),
+        {
+            "customers": list(customers),
+            "since": list(since),
+            "until": list(until),
+            "type": type_,
+            "name": name,
+        },
+    ).scalars()
+    found = set(rows)
+    return [i + 1 in found for i in range(len(customers))]

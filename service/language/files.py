@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter, model_validator
 
+from service.language.experiments import ExperimentSpec
 from service.language.schema import (
     IDENTIFIER,
     Condition,
@@ -50,6 +51,8 @@ class RuleTest(Strict):
     profile: TestProfile = Field(default_factory=TestProfile)
     events: list[TestEvent] = Field(default_factory=list)
     decide: TestDecision | None = None
+    # experiment key → the variant (or `holdout`) the test's customer is in
+    variants: dict[str, str] = Field(default_factory=dict)
     expect: list[Expectation]
 
     @model_validator(mode="after")
@@ -74,6 +77,8 @@ class RuleFile(Strict):
         default_factory=dict
     )
     rules: list[Rule] = Field(min_length=1)
+    # A/B and multivariate tests of these rules or of placements (experiments.py).
+    experiments: list[ExperimentSpec] = Field(default_factory=list)
     tests: list[RuleTest] = Field(default_factory=list)
 
 

@@ -94,6 +94,7 @@ def load_all(directory: Path) -> tuple[list[LoadedRuleset], list[LoadedSegment]]
         except RulesInvalid as exc:
             errors.extend(exc.errors)
     errors.extend(_segments_across(rulesets, segments))
+    errors.extend(_experiments_across(rulesets, segments))
     if errors:
         raise RulesInvalid(errors)
     return rulesets, segments
@@ -210,6 +211,45 @@ def _segments_across(
                     )
 
 
+def _experiments_across(
+    rulesets: list[LoadedRuleset], segments: list[LoadedSegment]
+) -> Iterator[RuleError]:
+    """Experiment keys are unique; a placement target has a default somewhere; a
+    targeted segment is computed from a segment file or set by a rule."""
+    placements = {name for r in rulesets for name in r.definition.placements}
+    known = {s.name for s in segments} | {
+        name
+        for r in rulesets
+        for rule in r.definition.rules
+        for action in rule.actions
+        for spec in [getattr(action, "segment", None)]
+        if spec is not None
+        for name in (spec.add, spec.remove)
+        if name
+    }
+    keys: dict[str, str] = {}
+    for item in rulesets:
+        for i, spec in enumerate(item.definition.experiments):
+            line = _line(item, ("experiments", i, "key"))
+            if spec.key in keys and keys[spec.key] != item.file:
+                yield RuleError(
+                    item.file, line, f"experiment {spec.key!r} is also declared in {keys[spec.key]}"
+                )
+            keys.setdefault(spec.key, item.file)
+            placement = spec.target.placement
+            if placement is not None and placement not in placements:
+                yield RuleError(
+                    item.file, line, f"experiment {spec.key}: no placement {placement!r} is defined"
+                )
+            if spec.segment is not None and spec.segment not in known:
+                yield RuleError(
+                    item.file,
+                    line,
+                    f"experiment {spec.key}: segment {spec.segment!r} is neither defined in "
+                    f"{SEGMENTS_DIR}/ nor set by a rule",
+                )
+
+
 def _email_templates(loaded: list[LoadedRuleset], directory: Path) -> Iterator[RuleError]:
     """Email offers name a template that exists and parses. (Checked on the files being
     loaded, not on stored versions, which must load whatever the templates are now.)"""
@@ -224,6 +264,12 @@ def _email_templates(loaded: list[LoadedRuleset], directory: Path) -> Iterator[R
                     yield RuleError(
                         item.file, _rule_line(item, rule.id), f"rule {rule.id}: {problem}"
                     )
+        for i, spec in enumerate(item.definition.experiments):
+            for j, variant in enumerate(spec.variants):
+                problem = variant.template and _template_problem(directory, variant.template)
+                if problem:
+                    where = ("experiments", i, "variants", j, "template")
+                    yield RuleError(item.file, _line(item, where), f"{spec.key}: {problem}")
 
 
 def _template_problem(directory: Path, name: str) -> str | None:
@@ -249,7 +295,11 @@ def _template_problem(directory: Path, name: str) -> str | None:
 
 
 def _rule_line(item: LoadedRuleset, rule_id: str) -> int | None:
+    index = next(i for i, r in enumerate(item.definition.rules) if r.id == rule_id)
+    return _line(item, ("rules", index, "id"))
+
+
+def _line(item: LoadedRuleset, path: tuple[str | int, ...]) -> int | None:
     node = yaml.compose(item.source, Loader=yaml.SafeLoader)
     assert node is not None  # it was loaded from this text
-    index = next(i for i, r in enumerate(item.definition.rules) if r.id == rule_id)
-    return parse.line(node, ("rules", index, "id"))
+    return parse.line(node, path)

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from service.events.canonical import ECOMMERCE_EVENTS
-from service.language import facts
+from service.language import experiments, facts
 from service.language.files import Expectation, RuleFile, RuleTest, SegmentFile, SegmentTest
 from service.language.schema import (
     AbsentCondition,
@@ -59,10 +59,16 @@ def rule_file(rf: RuleFile) -> Iterator[Problem]:
     for i, rule in enumerate(rf.rules):
         yield from _under(("rules", i), _rule(rule, seen=seen, events=events, traits=traits))
         seen.add(rule.id)
+    yield from experiments.check(rf.experiments, ruleset=rf.ruleset, rules=rf.rules, events=events)
     placements = {r.id: r.trigger.placement for r in rf.rules if r.trigger.placement}
+    variants = {e.key: experiments.variant_names(e) for e in rf.experiments}
     for i, test in enumerate(rf.tests):
         checked = _rule_test(test, ids=seen, placements=placements, events=events)
         yield from _under(("tests", i), checked)
+        for key, name in test.variants.items():
+            if name not in variants.get(key, {name}) or key not in variants:
+                known = ", ".join(sorted(variants.get(key, ()))) or "none declared here"
+                yield ("tests", i, "variants", key), f"no variant {name!r} of {key!r}; {known}"
 
 
 def _version(version: int) -> Iterator[Problem]:

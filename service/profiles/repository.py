@@ -329,3 +329,42 @@ def lock_unmerged(session: Session, customers: Iterable[uuid.UUID]) -> set[uuid.
             {"ids": [str(c) for c in wanted]},
         )
     )
+
+
+def survivors(session: Session, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+    """Each profile's survivor: itself, or the profile it was merged into (a merge
+    points every earlier loser at the newest winner, so one step is enough)."""
+    rows = session.execute(
+        select(Customer.id, func.coalesce(Customer.merged_into_id, Customer.id)).where(
+            Customer.id.in_(list(set(ids)))
+        )
+    )
+    return {row[0]: row[1] for row in rows}
+
+
+def spend_within(
+    session: Session,
+    *,
+    customers: Sequence[uuid.UUID],
+    since: Sequence[datetime],
+    until: Sequence[datetime],
+    upper_open: bool = False,
+) -> list[float]:
+    """For each (customer, since, until), the total of the orders they placed in
+    [since, until] ([since, until) with `upper_open`), less refunds: one query."""
+    if not customers:
+        return []
+    upper = "<" if upper_open else "<="
+    rows = session.execute(
+        text(
+            "SELECT w.i, coalesce(sum("  # noqa: S608 (constant text)
+            "coalesce(o.total, 0) - o.refunded - o.refunded_cumulative), 0)"
+            " FROM unnest(CAST(:customers AS uuid[]), CAST(:since AS timestamptz[]),"
+            " CAST(:until AS timestamptz[])) WITH ORDINALITY AS w(customer, since, until, i)"
+            " JOIN orders o ON o.customer_id = w.customer AND o.placed_at >= w.since"
+            f" AND o.placed_at {upper} w.until GROUP BY w.i"
+        ),
+        {"customers": list(customers), "since": list(since), "until": list(until)},
+    )
+    totals: dict[int, Any] = dict(rows.tuples().all())
+    return [float(totals.get(i + 1, 0)) for i in range(len(customers))]

@@ -6,10 +6,12 @@ in-memory one for the rule files' own tests), so both run the same code.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from service.experiments import declared as experiments
+from service.experiments.declared import Arm, Catalogue
 from service.language.engine import CompiledRule, CompiledRuleset, Engine, Window
 from service.language.facts import TriggerEvent, lookup, render, same_values
 from service.language.schema import AbsentSpec, CountSpec, action_kind, parse_duration
@@ -60,6 +62,7 @@ class Outcome:
     facts: dict[str, Any]
     actions: list[dict[str, Any]]
     reason: str | None = None
+    arms: list[Arm] = field(default_factory=list)  # the customer's variants of this rule
 
     @property
     def group(self) -> str | None:
@@ -85,9 +88,13 @@ def evaluate(
     store: Store,
     now: datetime,
     consent_defaults: dict[str, bool],
+    catalogue: Catalogue | None = None,
+    pinned: dict[str, str] | None = None,
 ) -> list[Outcome]:
     """What each ruleset does with this event: rules that act now, rules that wait
-    (absence windows, delays), and rules held back by their limits."""
+    (absence windows, delays), and rules held back by their limits. A rule under
+    experiment acts as the customer's variant says (`catalogue`; `pinned` names variants
+    instead of the hash, for the in-file tests)."""
     trigger = event.trigger_name
     if trigger is None:
         return []
@@ -100,7 +107,8 @@ def evaluate(
         history, _ = _windows(candidates, event, store, now=now)
         for rule_id in engine.match(ruleset, trigger=trigger, facts=tree, history=history):
             rule = ruleset.rules[rule_id]
-            due = event.occurred_at + rule.wait
+            arms = _arms(catalogue, ruleset, rule, event, tree, now=now, pinned=pinned)
+            due = event.occurred_at + experiments.wait(rule, arms)
             outcomes.append(
                 Outcome(
                     ruleset=ruleset,
@@ -108,7 +116,8 @@ def evaluate(
                     status=FiringStatus.SCHEDULED if due > now else FiringStatus.FIRED,
                     due_at=max(due, now),
                     facts=facts_used(rule, tree, history),
-                    actions=actions_of(rule, tree),
+                    actions=experiments.change_actions(actions_of(rule, tree), arms, tree=tree),
+                    arms=arms,
                 )
             )
     _arbitrate(outcomes, customer=event.customer_id, store=store, now=now, exclude=None)
@@ -126,10 +135,12 @@ def recheck(
     now: datetime,
     consent_defaults: dict[str, bool],
     firing: int | None,
+    arms: list[Arm] | None = None,
 ) -> Outcome:
     """Re-evaluate a waiting rule against current data at its due time: `fired` when
     its conditions still hold (a checkout in the meantime makes them fail), else
-    `cancelled` with the reason."""
+    `cancelled` with the reason. A rule under experiment keeps the `arms` it was given
+    at its trigger."""
     rule = ruleset.rules.get(rule_id)
     if rule is None:
         raise LookupError(rule_id)
@@ -138,25 +149,50 @@ def recheck(
     fired = rule_id in engine.match(
         ruleset, trigger=rule.rule.trigger.key, facts=tree, history=history
     )
+    arms = arms or []  # the variants given when the rule began to wait
     outcome = Outcome(
         ruleset=ruleset,
         rule=rule,
         status=FiringStatus.FIRED,
         due_at=now,
         facts=facts_used(rule, tree, history),
-        actions=actions_of(rule, tree),
+        actions=experiments.change_actions(actions_of(rule, tree), arms, tree=tree),
+        arms=arms,
     )
     if not fired:
         outcome.status = FiringStatus.CANCELLED
         outcome.reason = "; ".join(broken) or "its conditions no longer hold"
         return outcome
-    if event.occurred_at + rule.wait > now:
+    if event.occurred_at + experiments.wait(rule, arms) > now:
         outcome.status = (
             FiringStatus.SCHEDULED
         )  # not due yet (re-checked early by a cancelling event)
         return outcome
     _arbitrate([outcome], customer=event.customer_id, store=store, now=now, exclude=firing)
     return outcome
+
+
+def _arms(
+    catalogue: Catalogue | None,
+    ruleset: CompiledRuleset,
+    rule: CompiledRule,
+    event: TriggerEvent,
+    tree: dict[str, Any],
+    *,
+    now: datetime,
+    pinned: dict[str, str] | None,
+) -> list[Arm]:
+    if catalogue is None:
+        return []
+    return experiments.arms_for_rule(
+        catalogue,
+        ruleset=ruleset.name,
+        rule_id=rule.rule.id,
+        unit_id=str(event.customer_id),
+        segments=tree["profile"].get("segments", ()),
+        now=now,
+        pinned=pinned,
+    )
 
 
 def _windows(

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from service.experiments.declared import Catalogue, catalogue
 from service.language.engine import CompiledRuleset, Engine
 from service.language.facts import TriggerEvent
 from service.rules import evaluator
@@ -64,6 +65,9 @@ class Wait(Protocol):
     @property
     def cancel_on(self) -> list[str] | None: ...
 
+    @property
+    def experiments(self) -> list[dict[str, Any]] | None: ...
+
 
 class Store(evaluator.Store, Protocol):
     """The history the evaluator reads, and the firings log the loop writes."""
@@ -97,6 +101,9 @@ class Firing:
     rule_id: str
     actions: list[dict[str, Any]]
     at: datetime
+    # The customer's variants of the rule (`Arm.as_dict`): none, or a suppressed one
+    # when nothing is sent (a control group, a holdout).
+    experiments: list[dict[str, Any]] = field(default_factory=list)
 
 
 Fired = Callable[[Firing], None]
@@ -114,6 +121,12 @@ class Loop:
     consent_defaults: dict[str, bool]
     # ruleset name → its version's id (none for rules that were never deployed)
     version_ids: Mapping[str, int] = field(default_factory=dict)
+    # experiment key → variant, instead of the hash (an in-file test's `variants:`)
+    pinned: dict[str, str] | None = None
+
+    @property
+    def experiments(self) -> Catalogue:
+        return catalogue(self.rulesets)
 
     def ruleset(self, name: str) -> CompiledRuleset | None:
         return next((r for r in self.rulesets if r.name == name), None)
@@ -130,6 +143,8 @@ class Loop:
             store=self.store,
             now=now,
             consent_defaults=self.consent_defaults,
+            catalogue=self.experiments,
+            pinned=self.pinned,
         )
         for outcome in outcomes:
             self._record(trigger, outcome, now=now)
@@ -148,6 +163,7 @@ class Loop:
                     rule_id=outcome.rule.rule.id,
                     actions=outcome.actions,
                     at=now,
+                    experiments=[arm.as_dict() for arm in outcome.arms],
                 )
             )
 
@@ -184,6 +200,7 @@ class Loop:
             now=now,
             consent_defaults=self.consent_defaults,
             firing=wait.id,
+            arms=self.experiments.arms_from(wait.experiments or []),
         )
         if outcome.status == FiringStatus.SCHEDULED:
             return  # still waiting: an early re-check found nothing that cancels it
@@ -200,5 +217,6 @@ class Loop:
                     rule_id=wait.rule_id,
                     actions=outcome.actions,
                     at=now,
+                    experiments=[arm.as_dict() for arm in outcome.arms],
                 )
             )

@@ -116,6 +116,7 @@ class MemoryWait:
     group: str | None
     status: str
     at: datetime  # when it was logged, then when it was decided
+    experiments: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -184,6 +185,7 @@ class MemoryStore:
             group=outcome.group,
             status=outcome.status,
             at=now,
+            experiments=[arm.as_dict() for arm in outcome.arms] or None,
         )
         return self._ids
 

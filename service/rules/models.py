@@ -54,6 +54,9 @@ class RuleFiring(Base):
     # version then says which events cancel it.
     guard: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
     cancel_on: Mapped[list[str] | None] = mapped_column(ARRAY(String(255)))
+    # The customer's variants of this rule, when it is under experiment:
+    # [{experiment, variant, segments}] (service/experiments/declared.py `Arm`).
+    experiments: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

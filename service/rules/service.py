@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from service.events import outbox
 from service.events.models import Event
+from service.experiments import exposures
 from service.language.facts import Profile
 from service.pipeline.isolation import isolated
 from service.pipeline.models import SetAside, Stage
@@ -69,6 +70,12 @@ def _loop(session: Session, active: Active, *, act: Act, now: datetime) -> Loop:
             actions=firing.actions,
             now=firing.at,
         )
+        if not firing.actions and firing.experiments:
+            # A control group or a holdout: exposed now, when the others are sent.
+            rows = exposures.arms(
+                firing.experiments, customer_id=firing.customer_id, source="firing", at=firing.at
+            )
+            exposures.record(session, rows)
 
     return Loop(
         engine=RUNTIME.engine,

@@ -60,6 +60,7 @@ class DatabaseStore(repository.PgStore):
             decided_at=None if waits else now,
             guard=evaluator.guard(outcome.rule, trigger) if waits else None,
             cancel_on=sorted(outcome.rule.cancelled_by) if waits else None,
+            experiments=[arm.as_dict() for arm in outcome.arms] or None,
         )
         if firing is not None:
             log.info(
@@ -88,6 +89,7 @@ class DatabaseStore(repository.PgStore):
             wait.decided_version_id = version_id
             wait.facts = {**wait.facts, "at_due": outcome.facts}
             wait.actions = outcome.actions
+            wait.experiments = [arm.as_dict() for arm in outcome.arms] or None
             wait.status, wait.reason = outcome.status, outcome.reason
         wait.decided_at = now
         if outcome is not None:

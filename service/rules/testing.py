@@ -2,7 +2,9 @@
 
 Each test starts from the profile it gives, plays its events at their relative times,
 runs waiting rules when the clock reaches their due time (so a checkout before then
-cancels them), and compares which rules acted, and when, with `expect`.
+cancels them), and compares which rules acted, and when, with `expect`. The test's
+customer is bucketed into experiments like any other, unless the test names its variants
+(`variants:`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from service.language.files import RuleTest, TestDecision
 from service.language.given import START, GivenProfile
 from service.language.loader import LoadedRuleset
 from service.language.schema import action_kind, parse_duration, placement_key
-from service.rules.loop import Loop, SetClock
+from service.rules.loop import Firing, Loop, SetClock
 from service.rules.memory import EventLog, MemoryStore, Replay, StoredEvent
 
 CUSTOMER = uuid.UUID(int=1)
@@ -61,13 +63,19 @@ def _run(
     store = MemoryStore(history=log)
     clock = SetClock(START)
     acted: list[tuple[str, timedelta]] = []
+
+    def fired(firing: Firing) -> None:
+        if firing.actions:  # a rule whose variant sends nothing (a control group) has not acted
+            acted.append((firing.rule_id, firing.at - START))
+
     loop = Loop(
         engine=engine,
         rulesets=[ruleset],
         store=store,
         clock=clock,
-        fired=lambda firing: acted.append((firing.rule_id, firing.at - START)),
+        fired=fired,
         consent_defaults=consent_defaults,
+        pinned=test.variants or None,
     )
     replay = Replay(loop=loop, store=store, clock=clock, profile_of=lambda _customer: profile)
     for number, item in enumerate(sorted(test.events, key=lambda e: parse_duration(e.at)), 1):

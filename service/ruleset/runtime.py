@@ -71,6 +71,12 @@ class _Runtime:
                     compiled.append(self.engine.compile(loader.load_source(row.file, row.source)))
         return Active(deployment_id, compiled, ids, compile_segments(self.engine, segment_files))
 
+    def forget(self) -> None:
+        """Drop the compiled copy: the next `active` compiles what the database says
+        (deployment ids are only unique within one database)."""
+        with self._lock:
+            self._active = Active(None, [], {})
+
     def cached(self) -> Active:
         """The active rules last read, without asking the database."""
         with self._lock:

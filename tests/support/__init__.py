@@ -14,6 +14,7 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from service.db import get_engine, get_sessionmaker, sqlalchemy_url
+from service.ruleset.runtime import RUNTIME
 from service.settings import get_settings
 from service.worker import get_celery
 
@@ -113,3 +114,4 @@ def clear_caches() -> None:
     # The cached originals: tests may have monkeypatched the module attributes.
     for cached in (get_settings, get_engine, get_sessionmaker, get_celery):
         cached.cache_clear()
+    RUNTIME.forget()  # a deployment id of another test database means other rules

@@ -19,10 +19,11 @@ LAYERS = [
     "pipeline",  # set-aside items, the stage kernel
     "events",  # intake: webhooks, events API, the quarantine
     "language",  # the rule and segment file language and its engine
-    "experiments",  # pure: bucketing and statistics (the domain's tables come later)
     "ruleset",  # versions of the rule and segment files, the active deployment (RUNTIME)
     "profiles",  # identity resolution, traits, profile facts
     "segments",
+    # bucketing and statistics; exposures, read with conversions and orders
+    "experiments",
     "rules",
     "actions",
     "decisions",
