@@ -80,6 +80,10 @@ def conversion_chi_square(*, control: VariantTotals, treatment: VariantTotals) -
         [control.conversions, control.units - control.conversions],
         [treatment.conversions, treatment.units - treatment.conversions],
     ]
+    if 0 in (sum(row[0] for row in table), sum(row[1] for row in table)):
+        return Significance(
+            statistic=float("nan"), p_value=float("nan")
+        )  # nobody (or all) converted
     result = stats.chi2_contingency(table, correction=False)
     return Significance(statistic=float(result.statistic), p_value=float(result.pvalue))
 
@@ -112,10 +116,12 @@ def compare_conversion(
 
 
 def welch_degrees_of_freedom(*, control: Moments, treatment: Moments) -> float:
-    """The Welch-Satterthwaite degrees of freedom."""
+    """The Welch-Satterthwaite degrees of freedom (NaN when neither sample varies, as
+    scipy's test then gives no p-value either)."""
     a = control.variance / control.n
     b = treatment.variance / treatment.n
-    return (a + b) ** 2 / (a**2 / (control.n - 1) + b**2 / (treatment.n - 1))
+    denominator = a**2 / (control.n - 1) + b**2 / (treatment.n - 1)
+    return (a + b) ** 2 / denominator if denominator > 0 else float("nan")
 
 
 def compare_means(*, control: Moments, treatment: Moments, alpha: float = 0.05) -> Comparison:

@@ -366,5 +366,5 @@ def spend_within(
         ),
         {"customers": list(customers), "since": list(since), "until": list(until)},
     )
-    totals: dict[int, Any] = dict(rows.tuples().all())
+    totals: dict[int, Any] = {i: total for i, total in rows}
     return [float(totals.get(i + 1, 0)) for i in range(len(customers))]

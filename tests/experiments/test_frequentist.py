@@ -3,6 +3,8 @@ the same numbers (unit-level data where the library wants it)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -19,6 +21,7 @@ from service.experiments.frequentist import (
     conversion_z_test,
     welch_degrees_of_freedom,
 )
+from service.experiments.report import analyze
 
 CONTROL = VariantTotals(name="control", units=10_000, conversions=500)
 TREATMENT = VariantTotals(name="treatment", units=10_200, conversions=575)
@@ -134,3 +137,20 @@ def test_without_a_covariate_cuped_changes_nothing() -> None:
     adjustment = cuped([CONTROL, TREATMENT])
     assert adjustment.theta == 0
     assert adjustment.adjusted == [CONTROL.revenue(), TREATMENT.revenue()]
+
+
+def test_samples_that_do_not_vary_give_no_p_value_like_scipy_and_no_error() -> None:
+    # Nobody converted nor spent yet: an experiment's first hours. This raised
+    # ZeroDivisionError in the Welch degrees of freedom, and the results API answered 500.
+    control, treatment = VariantTotals(name="a", units=20), VariantTotals(name="b", units=22)
+    flat = compare_means(control=control.revenue(), treatment=treatment.revenue())
+    scipy_p = stats.ttest_ind_from_stats(0.0, 0.0, 22, 0.0, 0.0, 20, equal_var=False).pvalue
+    assert math.isnan(flat.test.p_value)
+    assert math.isnan(float(scipy_p))
+    report = analyze(variants=[control, treatment], weights=[0.5, 0.5])
+    assert math.isnan(report.treatments[0].revenue.comparison.test.p_value)
+    assert report.sample_ratio.mismatch is False
+    # scipy refuses the table (an expected count of 0); the test has no p-value either.
+    with pytest.raises(ValueError, match="expected frequencies"):
+        stats.chi2_contingency([[0, 20], [0, 22]], correction=False)
+    assert math.isnan(conversion_chi_square(control=control, treatment=treatment).p_value)
