@@ -208,7 +208,7 @@ def _log_entry(
         "degraded": answer["degraded"],
         "context": context,
         "placements": {
-            name: {"content": p["content"], "offers": p["offers"]}
+            name: {"content": p["content"], "offers": p["offers"], "experiments": p["experiments"]}
             for name, p in answer["placements"].items()
         },
         "rule_versions": answer["rule_versions"],

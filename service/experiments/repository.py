@@ -68,11 +68,12 @@ def of_experiment(session: Session, experiment: str) -> Sequence[ExperimentExpos
 
 
 def exposed_experiments(session: Session) -> dict[str, tuple[int, datetime, datetime]]:
-    """Every experiment with exposures: (rows, first, last)."""
+    """Every experiment with exposures: (units, first, last); a unit seen in two
+    variants counts once."""
     rows = session.execute(
         select(
             ExperimentExposure.experiment,
-            func.count(),
+            func.count(ExperimentExposure.unit.distinct()),
             func.min(ExperimentExposure.first_at),
             func.max(ExperimentExposure.last_at),
         ).group_by(ExperimentExposure.experiment)

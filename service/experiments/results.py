@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -183,7 +184,10 @@ def holdout_report(
     held = variant == HOLDOUT
     if held.sum() < 2 or (~held).sum() < 2:
         return None
+    # The holdout is drawn before coverage: of all units, `share` are held out and
+    # (1 - share) x coverage get a variant.
     share = declared.spec.holdout.share
+    treated = (1 - share) * declared.spec.coverage
     groups = [
         totals_from_units(
             name=name,
@@ -193,14 +197,14 @@ def holdout_report(
         )
         for name, mask in ((HOLDOUT, held), ("personalized", ~held))
     ]
-    return list(groups), analyze(variants=groups, weights=[share, 1 - share], alpha=alpha)
+    return list(groups), analyze(variants=groups, weights=[share, treated], alpha=alpha)
 
 
-def guardrail_p_values(data: Outcomes, declared: Declared) -> list[dict[str, object]]:
+def guardrail_p_values(data: Outcomes, declared: Declared) -> list[dict[str, Any]]:
     """Per guardrail and treatment: the rates and the two-proportion test's p-value."""
     names = list(declared.weights)
     variant = np.array([u.variant for u in data.units], dtype=object)
-    out: list[dict[str, object]] = []
+    out: list[dict[str, Any]] = []
     for metric, hits in zip(declared.spec.guardrails, data.guardrails, strict=True):
         groups = [_counted(name, hits[variant == name]) for name in names]
         rows = []

@@ -28,6 +28,9 @@ class MetricOut(BaseModel):
     sequential_p_value: float | None
     sequential: IntervalOut
     chi_square_p_value: float | None = None  # conversion only
+    # Revenue only: a percentile bootstrap interval of the difference in revenue per unit
+    # (2,000 resamples; none above BOOTSTRAP_MAX_UNITS units, where Welch's is as good).
+    bootstrap: IntervalOut | None = None
 
 
 class TreatmentOut(BaseModel):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -14,7 +15,7 @@ from service.experiments import repository, results
 from service.experiments.aggregates import VariantTotals
 from service.experiments.checks import holm
 from service.experiments.declared import Declared, catalogue
-from service.experiments.frequentist import Interval, conversion_chi_square
+from service.experiments.frequentist import Interval, bootstrap_difference, conversion_chi_square
 from service.experiments.report import MetricReport, Report
 from service.experiments.schemas import (
     ComparisonOut,
@@ -32,6 +33,7 @@ from service.experiments.schemas import (
 from service.ruleset.runtime import RUNTIME
 
 ALPHA = 0.05
+BOOTSTRAP_MAX_UNITS = 100_000
 CAVEAT = (
     "Each segment is a separate comparison: with many segments some differ by chance. "
     "adjusted_p_value is Holm-corrected across the segments; read it, not the raw one."
@@ -81,8 +83,9 @@ def show(session: Session, key: str, *, now: datetime) -> ExperimentOut | None:
     control = found[0]
     needed = results.units_needed(item, control, alpha=ALPHA)
     sizes = [t.units if isinstance(t, VariantTotals) else t for t in found]
-    comparison = _comparison(report, found) if report else None
+    comparison = _comparison(report, found, bootstrap=_bootstraps(data, item)) if report else None
     held = results.holdout_report(data, item, alpha=ALPHA)
+    guardrails = results.guardrail_p_values(data, item)
     return ExperimentOut(
         key=key,
         ruleset=item.ruleset,
@@ -99,13 +102,15 @@ def show(session: Session, key: str, *, now: datetime) -> ExperimentOut | None:
         variants=_variants(found, item),
         results=comparison,
         holdout=_comparison(*held[::-1]) if held else None,
-        guardrails=results.guardrail_p_values(data, item),
+        guardrails=guardrails,
         power=PowerOut(
             minimum_effect=item.spec.minimum_effect,
             units_needed_per_variant=needed,
             smallest_variant=min(sizes),
         ),
-        verdict=verdict(report, needed=needed, smallest=min(sizes), item=item),
+        verdict=verdict(
+            report, needed=needed, smallest=min(sizes), item=item, guardrails=guardrails
+        ),
     )
 
 
@@ -138,8 +143,18 @@ def by_segment(session: Session, key: str) -> SegmentsOut | None:
     )
 
 
-def verdict(report: Report | None, *, needed: int | None, smallest: int, item: Declared) -> str:
-    """What the numbers allow saying, in words; the sequential view decides while it runs."""
+def verdict(
+    report: Report | None,
+    *,
+    needed: int | None,
+    smallest: int,
+    item: Declared,
+    guardrails: list[dict[str, Any]] | None = None,
+) -> str:
+    """What the numbers allow saying, in words. While it runs, the always-valid
+    (sequential) conversion p-values decide, Holm-adjusted over the treatments; once every
+    variant has the planned units, the fixed-horizon ones too. A guardrail that rises
+    significantly in a treatment is said first."""
     if report is None:
         return "Collecting: every variant needs two exposed units before anything is computed."
     if report.sample_ratio.mismatch:
@@ -147,34 +162,67 @@ def verdict(report: Report | None, *, needed: int | None, smallest: int, item: D
             f"Sample ratio mismatch (p = {report.sample_ratio.p_value:.2g}): units do not split "
             "as the weights say, so no comparison can be trusted. Find the cause first."
         )
+    warnings = [
+        f"Guardrail {g['event']} rises in {row['variant']} (p = {row['p_value']:.2g})."
+        for g in guardrails or []
+        for row in g["treatments"]
+        if row["p_value"] is not None
+        and row["p_value"] < ALPHA
+        and row["rate"] > row["control_rate"]
+    ]
+    sequential = holm([_p(t.conversion.sequential.p_value) for t in report.treatments], alpha=ALPHA)
+    planned = needed is not None and smallest >= needed
+    decided = [
+        (t, sequential.rejected[i] or (planned and t.conversion.significant))
+        for i, t in enumerate(report.treatments)
+    ]
     winners = [
-        t.name
-        for t in report.treatments
-        if t.conversion.sequential.p_value < ALPHA and t.conversion.comparison.absolute.estimate > 0
+        t.name for t, yes in decided if yes and t.conversion.comparison.absolute.estimate > 0
     ]
-    losers = [
-        t.name
-        for t in report.treatments
-        if t.conversion.sequential.p_value < ALPHA and t.conversion.comparison.absolute.estimate < 0
-    ]
+    losers = [t.name for t, yes in decided if yes and t.conversion.comparison.absolute.estimate < 0]
     if winners:
-        return (
-            f"{', '.join(winners)} converts better than {report.control} (always-valid p < "
-            f"{ALPHA}). To ship it, make its change the target's own in {item.ruleset}'s file "
-            "and remove the experiment (or set `stop:`), then deploy."
+        said = (
+            f"{', '.join(winners)} converts better than {report.control}. To ship it, make its "
+            f"change the target's own in {item.ruleset}'s file and remove the experiment (or "
+            "set `stop:`), then deploy."
         )
-    if losers:
-        return f"{', '.join(losers)} converts worse than {report.control}: stop it."
-    if needed is not None and smallest >= needed:
-        return (
+    elif losers:
+        said = f"{', '.join(losers)} converts worse than {report.control}: stop it."
+    elif planned:
+        said = (
             f"No difference found with {smallest} units per variant (enough for a "
             f"{item.spec.minimum_effect:.0%} lift): stop and keep {report.control}."
         )
-    more = f" ({needed - smallest} more per variant)" if needed else ""
-    return f"Keep running: no difference can be told apart yet{more}."
+    else:
+        more = f" ({needed - smallest} more per variant)" if needed else ""
+        said = f"Keep running: no difference can be told apart yet{more}."
+    return " ".join([*warnings, said])
 
 
-def _comparison(report: Report, found: list[VariantTotals | int]) -> ComparisonOut:
+def _p(value: float) -> float:
+    return value if math.isfinite(value) else 1.0
+
+
+def _bootstraps(data: results.Outcomes, item: Declared) -> dict[str, Interval]:
+    """Each treatment's bootstrap interval of revenue per unit against the control."""
+    if len(data.units) > BOOTSTRAP_MAX_UNITS:
+        return {}
+    variant = np.array([u.variant for u in data.units], dtype=object)
+    control = data.revenue[variant == item.control]
+    return {
+        name: bootstrap_difference(
+            control=control, treatment=data.revenue[variant == name], alpha=ALPHA
+        )
+        for name in list(item.weights)[1:]
+    }
+
+
+def _comparison(
+    report: Report,
+    found: list[VariantTotals | int],
+    *,
+    bootstrap: dict[str, Interval] | None = None,
+) -> ComparisonOut:
     control = found[0]
     assert isinstance(control, VariantTotals)
     treatments = []
@@ -187,6 +235,8 @@ def _comparison(report: Report, found: list[VariantTotals | int]) -> ComparisonO
         revenue = _metric(
             t.revenue, control.revenue_sum / control.units, totals.revenue_sum / totals.units
         )
+        if bootstrap and t.name in bootstrap:
+            revenue.bootstrap = _interval(bootstrap[t.name])
         treatments.append(
             TreatmentOut(
                 name=t.name,

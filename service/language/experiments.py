@@ -205,11 +205,21 @@ def _design(spec: ExperimentSpec) -> Iterator[Problem]:
         levels[factor.name] = {level.name for level in factor.levels}
         if len(levels[factor.name]) != len(factor.levels):
             yield ("factors", i, "levels"), "level names must be unique"
+        if not any(level.weight > 0 for level in factor.levels):
+            yield ("factors", i, "levels"), "one level at least needs a weight above 0"
+    cells: set[str] = set()
     for i, cell in enumerate(spec.cells):
+        if cell.name in cells:
+            yield ("cells", i, "name"), f"cell {cell.name!r} is declared twice"
+        cells.add(cell.name)
         if set(cell.levels) != set(levels) or any(
             level not in levels.get(factor, ()) for factor, level in cell.levels.items()
         ):
             yield ("cells", i, "levels"), "name one of its levels for every factor"
+    if spec.cells and len(spec.cells) < 2:
+        yield ("cells",), "give two cells at least: the first is the control"
+    if spec.cells and not any(cell.weight > 0 for cell in spec.cells):
+        yield ("cells",), "one cell at least needs a weight above 0"
 
 
 def _all_changes(spec: ExperimentSpec) -> Iterator[tuple[tuple[Any, ...], Changes]]:

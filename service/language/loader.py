@@ -265,10 +265,15 @@ def _email_templates(loaded: list[LoadedRuleset], directory: Path) -> Iterator[R
                         item.file, _rule_line(item, rule.id), f"rule {rule.id}: {problem}"
                     )
         for i, spec in enumerate(item.definition.experiments):
-            for j, variant in enumerate(spec.variants):
+            changes = [(("variants", j), v) for j, v in enumerate(spec.variants)] + [
+                (("factors", j, "levels", k), level)
+                for j, factor in enumerate(spec.factors)
+                for k, level in enumerate(factor.levels)
+            ]
+            for path, variant in changes:
                 problem = variant.template and _template_problem(directory, variant.template)
                 if problem:
-                    where = ("experiments", i, "variants", j, "template")
+                    where = ("experiments", i, *path, "template")
                     yield RuleError(item.file, _line(item, where), f"{spec.key}: {problem}")
 
 

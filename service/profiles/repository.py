@@ -351,18 +351,20 @@ def spend_within(
     upper_open: bool = False,
 ) -> list[float]:
     """For each (customer, since, until), the total of the orders they placed in
-    [since, until] ([since, until) with `upper_open`), less refunds: one query."""
+    [since, until] ([since, until) with `upper_open`), less refunds, cancelled ones left
+    out, as `customer_spend` counts them (amounts in any currency add up: an experiment
+    is read in the shop's one currency): one query."""
     if not customers:
         return []
     upper = "<" if upper_open else "<="
     rows = session.execute(
         text(
             "SELECT w.i, coalesce(sum("  # noqa: S608 (constant text)
-            "coalesce(o.total, 0) - o.refunded - o.refunded_cumulative), 0)"
+            "coalesce(o.total, 0) - GREATEST(o.refunded, o.refunded_cumulative)), 0)"
             " FROM unnest(CAST(:customers AS uuid[]), CAST(:since AS timestamptz[]),"
             " CAST(:until AS timestamptz[])) WITH ORDINALITY AS w(customer, since, until, i)"
             " JOIN orders o ON o.customer_id = w.customer AND o.placed_at >= w.since"
-            f" AND o.placed_at {upper} w.until GROUP BY w.i"
+            f" AND o.placed_at {upper} w.until AND o.status <> 'cancelled' GROUP BY w.i"
         ),
         {"customers": list(customers), "since": list(since), "until": list(until)},
     )

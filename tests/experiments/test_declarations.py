@@ -125,6 +125,25 @@ def test_a_declared_experiment_loads_with_its_variants_and_weights() -> None:
             11,
             "timezone",
         ),
+        (
+            "- {key: x, target: {rule: cart_abandoned}, factors: [{name: f, levels: "
+            "[{name: a, weight: 0}, {name: b, weight: 0}]}]}",
+            11,
+            "one level at least needs a weight above 0",
+        ),
+        (
+            "- {key: x, target: {rule: cart_abandoned}, factors: [{name: f, levels: "
+            "[{name: a}, {name: b}]}], cells: [{name: c, levels: {f: a}}]}",
+            11,
+            "two cells at least",
+        ),
+        (
+            "- {key: x, target: {rule: cart_abandoned}, factors: [{name: f, levels: "
+            "[{name: a}, {name: b}]}], cells: [{name: c, levels: {f: a}}, "
+            "{name: c, levels: {f: b}}]}",
+            11,
+            "cell 'c' is declared twice",
+        ),
     ],
 )
 def test_a_wrong_experiment_is_refused_with_its_file_and_line(

@@ -242,6 +242,15 @@ def test_results_per_variant_match_scipy_and_statsmodels_on_the_same_numbers(
     welch = stats.ttest_ind(revenue[0], revenue[1], equal_var=False)
     # CUPED leaves revenue as it is when nobody spent before the experiment (theta 0).
     assert treatment["revenue_per_unit"]["p_value"] == pytest.approx(welch.pvalue, abs=1e-6)
+    boot = stats.bootstrap(
+        (revenue[0], revenue[1]),
+        lambda t, c, axis: np.mean(t, axis=axis) - np.mean(c, axis=axis),
+        n_resamples=2000,
+        method="percentile",
+        rng=np.random.default_rng(0),
+    ).confidence_interval
+    interval = treatment["revenue_per_unit"]["bootstrap"]
+    assert (interval["low"], interval["high"]) == pytest.approx((boot.low, boot.high), abs=1e-6)
     assert got["results"]["sample_ratio"]["mismatch"] is False
     assert got["holdout"]["control"] == HOLDOUT
     assert got["power"]["units_needed_per_variant"] > len(users)

@@ -20,9 +20,11 @@ from service.actions.models import Action
 from service.auth.service import Scope
 from service.experiments.declared import catalogue
 from service.experiments.models import ExperimentExposure
+from service.profiles import repository as profiles
 from service.rules import deployments
 from service.ruleset.runtime import RUNTIME
 from service.settings import get_settings
+from tests.support import resolve_all
 from tests.support.events import track
 from tests.support.rules import NOW, at, evaluate, send
 
@@ -160,3 +162,37 @@ def test_a_rule_no_longer_under_experiment_acts_as_written(
     ).all()
     assert row.experiments is None
     assert row.actions[0]["offer"] == "CART10"
+
+
+def test_experiment_revenue_counts_orders_as_profile_spend_does(
+    client: TestClient, session: Session, keys
+) -> None:
+    # A cancelled order and a refund reported as a running total (the platform says
+    # 15 refunded so far, twice): revenue 100 + 40 - 15. Before, cancelled orders counted
+    # and refund amounts added up both ways.
+    def order(event: str, order_id: str, hours: int, **props: object) -> dict:
+        return track(
+            event, user="spender", order_id=order_id, timestamp=at(-timedelta(hours=hours)), **props
+        )
+
+    send(
+        client,
+        keys,
+        order("Order Completed", "s1", 10, total="100.00", currency="USD"),
+        order("Order Completed", "s2", 9, total="40.00", currency="USD"),
+        order("Order Completed", "s3", 8, total="70.00", currency="USD"),
+        order("Order Cancelled", "s3", 7),
+        order("Order Refunded", "s1", 6, total="15.00", currency="USD", cumulative=True),
+        order("Order Refunded", "s1", 5, total="15.00", currency="USD", cumulative=True),
+    )
+    resolve_all()
+    customer = session.scalar(
+        text("SELECT customer_id FROM identities WHERE kind = 'user_id' AND value = 'spender'")
+    )
+    spent = session.scalar(
+        text("SELECT total_spent FROM customer_spend WHERE customer_id = :c"), {"c": customer}
+    )
+    (revenue,) = profiles.spend_within(
+        session, customers=[customer], since=[NOW - timedelta(days=1)], until=[NOW]
+    )
+    assert revenue == float(spent) == 125.0
