@@ -263,11 +263,13 @@ def _register() -> None:
     from service.actions.cli import actions
     from service.experiments.cli import experiments
     from service.rules.cli import rules
+    from service.segments.cli import segments
     from service.synthetic.cli import demo
 
     main.add_command(rules)
     main.add_command(actions)
     main.add_command(experiments)
+    main.add_command(segments)
     main.add_command(demo)
 
 

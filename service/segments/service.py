@@ -62,19 +62,14 @@ def update(
     wanted = sorted(set(customers))
     if not wanted or not scope:
         return Changed()
-    settings = get_settings()
-    profiles = profile_facts.read(session, wanted, currency=settings.shop_currency)
-    bounds = window_bounds(compiled.windows, now=now)
-    counts = history.window_counts(session, wanted, bounds) if bounds else {}
+    found = matching(session, engine=engine, compiled=compiled, customers=wanted, now=now)
     current = repository.open_memberships(session, wanted, scope)
     entering: list[dict[str, Any]] = []
     leaving: dict[str, list[int]] = {"no longer matches": [], "definition removed": []}
     for customer in wanted:
-        profile = profiles.get(customer)
-        if profile is None:
+        if customer not in found:
             continue  # erased
-        facts = profile.facts(now=now, consent_defaults=settings.consent_defaults)
-        inside = compiled.match(engine, profile=facts, counts=counts.get(customer, {})) & scope
+        inside = found[customer] & scope
         had = current.get(customer, {})
         for segment in sorted(inside - had.keys()):
             definition = compiled.segments[segment].definition
@@ -106,6 +101,31 @@ def update(
     _announce(session, opened, name=EventName.SEGMENT_ENTERED, reason=reason, now=now)
     _announce(session, closed, name=EventName.SEGMENT_LEFT, reason=reason, now=now)
     return Changed(entered=len(opened), exited=len(closed))
+
+
+def matching(
+    session: Session,
+    *,
+    engine: Engine,
+    compiled: CompiledSegments,
+    customers: Sequence[uuid.UUID],
+    now: datetime,
+) -> dict[uuid.UUID, set[str]]:
+    """The segments of `compiled` each customer is in as of `now` (customers without a
+    profile left out): one read of their facts and one of their window counts."""
+    settings = get_settings()
+    profiles = profile_facts.read(session, customers, currency=settings.shop_currency)
+    bounds = window_bounds(compiled.windows, now=now)
+    counts = history.window_counts(session, customers, bounds) if bounds else {}
+    return {
+        customer: compiled.match(
+            engine,
+            profile=profile.facts(now=now, consent_defaults=settings.consent_defaults),
+            counts=counts.get(customer, {}),
+        )
+        for customer in customers
+        if (profile := profiles.get(customer)) is not None
+    }
 
 
 def add(session: Session, *, customer: uuid.UUID, segment: str, by: str, now: datetime) -> bool:
