@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+from service.experiments.declared import catalogue
 from service.language.engine import CompiledRuleset, Engine
 from service.language.facts import TriggerEvent, stored_filter, trigger_name
 from service.language.files import RuleTest, TestDecision
@@ -57,7 +58,14 @@ def _run(
 ) -> TestResult:
     profile = GivenProfile(test.profile)
     if test.decide is not None:
-        shown = _decide(test.decide, ruleset, profile, engine=engine, defaults=consent_defaults)
+        shown = _decide(
+            test.decide,
+            ruleset,
+            profile,
+            engine=engine,
+            defaults=consent_defaults,
+            pinned=test.variants,
+        )
         return TestResult(file=file, name=test.name, failures=_compare(test, shown), acted=shown)
     log = EventLog()
     store = MemoryStore(history=log)
@@ -105,10 +113,13 @@ def _decide(
     *,
     engine: Engine,
     defaults: dict[str, bool],
+    pinned: dict[str, str],
 ) -> list[tuple[str, timedelta]]:
     """The rules of this file whose content or offers the placement would show, as the
     decision endpoint chooses: the content of the highest-priority match (ties by rule
-    id), and the offers of every match."""
+    id), and the offers of every match. An experiment on the placement that the test's
+    customer is in may show its variant's content instead (no rule's), or, held out or
+    suppressed, the default (no rule at all)."""
     key = placement_key(decide.placement)
     facts = profile.facts(now=START, consent_defaults=defaults)
     tree = {"context": decide.context, "profile": facts}
@@ -119,6 +130,12 @@ def _decide(
     )
     kinds = {r.rule.id: {action_kind(a) for a in r.rule.actions} for r in ranked}
     content = next((r.rule.id for r in ranked if "content" in kinds[r.rule.id]), None)
+    for declared in catalogue([ruleset]).for_placement(decide.placement):
+        arm = declared.arm(str(CUSTOMER), segments=facts["segments"], now=START, pinned=pinned)
+        if arm is not None and arm.suppressed:
+            return []
+        if arm is not None and arm.changes.content:
+            content = None
     shown = [r.rule.id for r in ranked if r.rule.id == content or "offer" in kinds[r.rule.id]]
     return [(rule_id, timedelta(0)) for rule_id in shown]
 

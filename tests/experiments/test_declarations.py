@@ -324,3 +324,43 @@ def test_stop_refuses_a_stop_before_the_start(tmp_path: Path) -> None:
     )
     with pytest.raises(RulesInvalid, match="stop must come after start"):
         stop(tmp_path, key="cart_offer", at=NOW)
+
+
+def test_decide_tests_show_what_the_customers_variant_shows() -> None:
+    source = textwrap.dedent("""\
+        ruleset: hero
+        version: 1
+        placements:
+          homepage_hero: {content: seasonal}
+        rules:
+          - id: returning
+            trigger: {placement: homepage_hero}
+            when: [{profile.orders_count: {gte: 1}}]
+            actions: [{content: {placement: homepage_hero, content: welcome_back}}]
+        experiments:
+          - key: hero_test
+            target: {placement: homepage_hero}
+            holdout: {share: 0.1}
+            variants: [{name: control}, {name: premium, content: premium}]
+        tests:
+          - name: control shows the rule's content
+            variants: {hero_test: control}
+            profile: {orders_count: 2}
+            decide: {placement: homepage_hero}
+            expect: [{rule: returning}]
+          - name: the variant's content replaces the rule's
+            variants: {hero_test: premium}
+            profile: {orders_count: 2}
+            decide: {placement: homepage_hero}
+            expect: []
+          - name: held out, the default
+            variants: {hero_test: holdout}
+            profile: {orders_count: 2}
+            decide: {placement: homepage_hero}
+            expect: []
+        """)
+    results = [
+        (r.name, r.passed, r.failures)
+        for r in run_file(load_source("hero.yaml", source), engine=ENGINE, consent_defaults={})
+    ]
+    assert all(passed for _, passed, _ in results), results
