@@ -6,7 +6,7 @@ have received, by Pearson's chi-square goodness of fit (scipy `chisquare`). A p-
 trusted until the cause is found (Fabijan et al., 2019).
 
 Several treatments against one control: Holm's step-down correction of their p-values
-(statsmodels `multipletests`), which keeps the family-wise error rate at alpha.
+(as statsmodels `multipletests` computes it), which keeps the family-wise error rate at alpha.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
 SRM_THRESHOLD = 0.001
 
@@ -52,8 +51,18 @@ class Corrected:
 
 
 def holm(p_values: Sequence[float], *, alpha: float = 0.05) -> Corrected:
-    """Holm's step-down adjustment of several p-values."""
+    """Holm's step-down adjustment of several p-values: sorted ascending, the i-th
+    (from 0) times (m - i), the running maximum, capped at 1. The same numbers as
+    statsmodels' `multipletests(method="holm")`, which also runs a full garbage
+    collection on every call: a tenth of a second in a process holding much (an API
+    worker, a read of tens of thousands of units), twice for each experiment shown."""
     if not p_values:
         return Corrected(p_values=[], rejected=[])
-    reject, adjusted, _, _ = multipletests(list(p_values), alpha=alpha, method="holm")
-    return Corrected(p_values=[float(p) for p in adjusted], rejected=[bool(r) for r in reject])
+    raw = np.asarray(p_values, dtype=float)
+    order = np.argsort(raw, kind="stable")
+    stepped = np.maximum.accumulate(raw[order] * np.arange(len(raw), 0, -1))
+    adjusted = np.empty_like(raw)
+    adjusted[order] = np.minimum(stepped, 1.0)
+    return Corrected(
+        p_values=[float(p) for p in adjusted], rejected=[bool(p <= alpha) for p in adjusted]
+    )
