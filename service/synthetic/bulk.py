@@ -34,6 +34,7 @@ from typing import IO, Any
 
 import orjson
 import psycopg
+from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from service.synthetic import catalogue, personas
@@ -260,6 +261,7 @@ def load(
             conn.execute(_FINISH, (orjson.dumps(summary), loaded.load_id))
         if partial is not None and truth is not None:
             partial.replace(truth)
+        analyze(url)
     finally:
         if partial is not None:
             partial.unlink(missing_ok=True)
@@ -268,6 +270,15 @@ def load(
     if workers < 1:  # generated here: not the writer's own
         loaded.writer_cpu_seconds -= loaded.generator_cpu_seconds
     return loaded
+
+
+def analyze(url: str) -> None:
+    """Table statistics for what was just written, so the first queries are planned on
+    the real sizes (autovacuum may be off, or late: reading an experiment's conversions on
+    a fresh 6,000-customer store took 9 s without them, 0.2 s with them)."""
+    with psycopg.connect(libpq(url), autocommit=True, application_name=APPLICATION) as conn:
+        for table in TABLES:
+            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
 
 
 def _truth(path: Path | None, plan: Plan) -> IO[bytes]:

@@ -24,6 +24,7 @@ import pytest
 from service.synthetic import behaviour, bulk, catalogue, history, personas, population
 from service.synthetic.behaviour import Kind
 from service.synthetic.sender import Sender, Target
+from service.synthetic.stored import TABLES
 from service.synthetic.truth import read
 from tests import support
 from tests.support import api_process
@@ -348,3 +349,15 @@ def test_the_benchmark_runs_in_its_smoke_mode(server_url: str) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     for measure in ("raw COPY", "bulk mode, 0 workers, written", "history mode", "live mode"):
         assert measure in done.stdout, done.stdout
+
+
+def test_a_load_leaves_table_statistics_for_the_planner(store: Store) -> None:
+    with psycopg.connect(bulk.libpq(store.url)) as conn:
+        analyzed = dict(
+            conn.execute(
+                "SELECT relname, last_analyze IS NOT NULL OR last_autoanalyze IS NOT NULL"
+                " FROM pg_stat_user_tables WHERE relname = ANY(%s)",
+                (list(TABLES),),
+            ).fetchall()
+        )
+    assert analyzed == dict.fromkeys(TABLES, True)
