@@ -31,10 +31,13 @@ def claim_unevaluated(session: Session, *, limit: int) -> Sequence[Event]:
         ids += _claim(session, live, limit=limit - len(ids), after=own[-1])
     if not ids:
         return []
+    # Read as the rows are now, locked: an Event this session holds from an earlier
+    # attempt (a set-aside event since repaired and replayed) is refreshed, not reused.
     return session.scalars(
         select(Event)
         .where(Event.id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger))))
         .order_by(Event.customer_id, Event.occurred_at, Event.id)
+        .execution_options(populate_existing=True)
     ).all()
 
 
