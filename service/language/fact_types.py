@@ -2,8 +2,8 @@
 
 `profile.total_spent: {gt: "lots"}` is valid YAML and a valid comparison, but no number
 is greater than a word: the rule would silently never act. The profile's computed facts
-are numbers, consent is true or false, and segments are a list of names; a comparison
-with an operand of another kind is an error. Event properties, context and traits come
+are numbers or lists of names (segments, categories), and consent is true or false; a
+comparison with an operand of another kind is an error. Event properties, context and traits come
 from the shop as it sends them: they have no declared kind and are not checked.
 """
 
@@ -16,8 +16,21 @@ from service.language.schema import Comparison
 
 Kind = Literal["number", "boolean", "list"]
 
-NUMBER_FACTS = frozenset({"orders_count", "total_spent", "average_order_value"})
-NUMBER_PREFIXES = ("days_since_", "rfm_")  # days_since_last_order, rfm_recency, …
+# Kinds are declared here for every computed fact, whether or not a profile has it yet
+# (facts.PROFILE_FACTS says which it has; a path naming another is refused first).
+NUMBER_FACTS = frozenset(
+    {
+        "orders_count",
+        "total_spent",
+        "average_order_value",
+        "clv",
+        "discount_orders",
+        "discount_share",
+    }
+)
+# days_since_last_order, rfm_recency, orders_90d, spent_30d, …
+NUMBER_PREFIXES = ("days_since_", "rfm_", "orders_", "spent_")
+LIST_FACTS = frozenset({"segments", "categories_viewed", "categories_bought"})
 ORDERED = frozenset({"gt", "gte", "lt", "lte"})
 SINGLE = frozenset({"eq", "ne", *ORDERED})
 LISTED = frozenset({"in", "not_in"})
@@ -32,7 +45,7 @@ def kind(path: str) -> Kind | None:
     name = parts[1]
     if len(parts) == 2 and (name in NUMBER_FACTS or name.startswith(NUMBER_PREFIXES)):
         return "number"
-    if len(parts) == 2 and name == "segments":
+    if len(parts) == 2 and name in LIST_FACTS:
         return "list"
     if len(parts) == 3 and name == "consent":
         return "boolean"
@@ -53,7 +66,7 @@ def comparison_problem(path: str, comparison: Comparison) -> str | None:
         return _number(path, op, operand)
     if expected == "boolean":
         return _boolean(path, op, operand)
-    return _segments(path, op, operand)
+    return _names(path, op, operand)
 
 
 def _number(path: str, op: str, operand: Any) -> str | None:
@@ -88,11 +101,12 @@ def _boolean(path: str, op: str, operand: Any) -> str | None:
     return None
 
 
-def _segments(path: str, op: str, operand: Any) -> str | None:
+def _names(path: str, op: str, operand: Any) -> str | None:
+    what = "segment names" if path == "profile.segments" else "names"
     if op not in HOLDS:
-        return f"{path} is a list of segment names: use contains or not_contains"
+        return f"{path} is a list of {what}: use contains or not_contains"
     if not isinstance(operand, str):
-        return f"{path}: {op} takes a segment name, not {operand!r}"
+        return f"{path}: {op} takes a name, not {operand!r}"
     return None
 
 

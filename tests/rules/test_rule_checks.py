@@ -111,7 +111,7 @@ def test_a_segment_file_tests_declared_purposes_only(tmp_path: Path) -> None:
         ("profile.consent.marketing: {gt: 0}", "is true or false: write"),
         ("profile.consent.marketing: {in: [true, 1]}", "is true or false, not 1"),
         ("profile.segments: vip", "a list of segment names: use contains or not_contains"),
-        ("profile.segments: {contains: 3}", "contains takes a segment name, not 3"),
+        ("profile.segments: {contains: 3}", "contains takes a name, not 3"),
     ],
 )
 def test_a_fact_compared_with_a_value_of_another_kind_is_an_error(
