@@ -16,7 +16,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, Field, model_validator
 
+from service.language.names import EventName
 from service.language.schema import IDENTIFIER, Duration, Params, Rule, Strict, parse_duration
+from service.language.suggest import hint
 
 NAME = r"^[A-Za-z0-9_-]{1,64}$"  # a variant, factor, level or cell (also a hash seed part)
 ORDER_COMPLETED = "Order Completed"
@@ -87,7 +89,7 @@ class Metric(Strict):
     """Units that do `event` within `window` of their first exposure convert; revenue
     is the total of their orders in the same window."""
 
-    event: str = ORDER_COMPLETED
+    event: EventName = ORDER_COMPLETED
     window: Duration = "7d"
 
 
@@ -173,7 +175,7 @@ def _experiment(
         yield ("target", "ruleset"), f"experiments here apply to this file's ruleset, {ruleset!r}"
     rule = by_id.get(target.rule) if target.rule else None
     if target.rule is not None and rule is None:
-        yield ("target", "rule"), f"no rule {target.rule!r} in this file"
+        yield ("target", "rule"), f"no rule {target.rule!r} in this file" + hint(target.rule, by_id)
     if rule is not None and rule.trigger.placement is not None:
         yield (
             ("target", "rule"),
@@ -184,7 +186,7 @@ def _experiment(
     for j, metric in enumerate([spec.metric, *spec.guardrails]):
         path = ("metric",) if j == 0 else ("guardrails", j - 1)
         if metric.event not in events:
-            yield (*path, "event"), f"unknown event {metric.event!r}"
+            yield (*path, "event"), f"unknown event {metric.event!r}" + hint(metric.event, events)
         parse_duration(metric.window)
     yield from _design(spec)
     for path, changes in _all_changes(spec):

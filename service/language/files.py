@@ -9,7 +9,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter, model_validator
 
+from service.language import editor
 from service.language.experiments import ExperimentSpec
+from service.language.names import EventName
 from service.language.schema import (
     IDENTIFIER,
     Condition,
@@ -25,7 +27,7 @@ from service.language.schema import (
 
 class TestEvent(Strict):
     at: Duration = "0s"
-    event: str
+    event: EventName
     properties: dict[str, Any] = Field(default_factory=dict)
     context: dict[str, Any] = Field(default_factory=dict)
 
@@ -89,7 +91,7 @@ class PastEvent(Strict):
     """An event the test's customer did `ago` before the segment is evaluated."""
 
     ago: Duration
-    event: str
+    event: EventName
     properties: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -120,8 +122,9 @@ class SegmentFile(Strict):
 
 def json_schema() -> dict[str, Any]:
     """One schema for both kinds of file: a rule file (`ruleset:`) or, under
-    `segments/`, a segment file (`segment:`)."""
+    `segments/`, a segment file (`segment:`), with the hints editors complete from."""
     schema = TypeAdapter(RuleFile | SegmentFile).json_schema(by_alias=True)
+    schema = editor.add_hints(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Personalize rule or segment file"
     return schema

@@ -14,9 +14,12 @@ from pathlib import Path
 
 import yaml
 
-from service.language import parse, templates, validate, yamlcheck
+from service.language import emails, parse, validate
 from service.language.files import RuleFile, SegmentFile
 from service.language.parse import RuleError, RulesInvalid, read_file
+from service.language.suggest import hint
+from service.language.validate import Names
+from service.settings import get_settings
 
 SEGMENTS_DIR = "segments"  # under the rules directory
 SEGMENT_PREFIX = "segment:"  # the name a segment's stored versions are kept under
@@ -58,8 +61,52 @@ def content_hash(source: str) -> str:
     return hashlib.sha256(source.encode()).hexdigest()
 
 
-def load_directory(directory: Path) -> list[LoadedRuleset]:
-    """Every `*.yaml`/`*.yml` file in `directory`, or RulesInvalid with all the errors."""
+def declared_purposes() -> frozenset[str]:
+    """The consent purposes files may test: the keys of the setting CONSENT_DEFAULTS
+    (every purpose has a default there; a purpose missing from it is a misspelling)."""
+    return frozenset(get_settings().consent_defaults)
+
+
+def load_directory(directory: Path, *, purposes: Names | None = None) -> list[LoadedRuleset]:
+    """Every `*.yaml`/`*.yml` file in `directory`, or RulesInvalid with all the errors.
+    Files on disk are about to go live: their consent purposes are checked (`purposes`,
+    by default the declared ones) and their email offers against the templates."""
+    loaded, errors, _complete = _rule_files(directory, purposes=purposes)
+    if errors:
+        raise RulesInvalid(errors)
+    return loaded
+
+
+def load_all(
+    directory: Path, *, purposes: Names | None = None
+) -> tuple[list[LoadedRuleset], list[LoadedSegment]]:
+    """The rule files and the segment files (`segments/`), or RulesInvalid with every
+    error in either."""
+    purposes = declared_purposes() if purposes is None else purposes
+    rulesets, errors, complete = _rule_files(directory, purposes=purposes)
+    segments: list[LoadedSegment] = []
+    paths = segment_files(directory)
+    for path in paths:
+        name = f"{SEGMENTS_DIR}/{path.name}"
+        try:
+            segments.append(load_segment_source(name, read_file(path, name), purposes=purposes))
+        except RulesInvalid as exc:
+            errors.extend(exc.errors)
+    # What one file uses another may define: checked when every file loaded.
+    across = rulesets if complete and len(segments) == len(paths) else []
+    errors.extend(_segments_across(across, segments))
+    errors.extend(_experiments_across(across, segments))
+    if errors:
+        raise RulesInvalid(errors)
+    return rulesets, segments
+
+
+def _rule_files(
+    directory: Path, *, purposes: Names | None
+) -> tuple[list[LoadedRuleset], list[RuleError], bool]:
+    """The rule files that load, every error (each file's, across them, and of their
+    email offers with the templates), and whether every file loaded."""
+    purposes = declared_purposes() if purposes is None else purposes
     files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
     sources, errors = [], []
     for path in files:
@@ -67,37 +114,12 @@ def load_directory(directory: Path) -> list[LoadedRuleset]:
             sources.append((path.name, read_file(path, path.name)))
         except RulesInvalid as exc:
             errors.extend(exc.errors)
-    try:
-        loaded = load_sources(sources)
-    except RulesInvalid as exc:
-        raise RulesInvalid(errors + exc.errors) from None
-    errors.extend(_email_templates(loaded, directory))
-    if errors:
-        raise RulesInvalid(errors)
-    return loaded
-
-
-def load_all(directory: Path) -> tuple[list[LoadedRuleset], list[LoadedSegment]]:
-    """The rule files and the segment files (`segments/`), or RulesInvalid with every
-    error in either."""
-    errors: list[RuleError] = []
-    rulesets: list[LoadedRuleset] = []
-    try:
-        rulesets = load_directory(directory)
-    except RulesInvalid as exc:
-        errors.extend(exc.errors)
-    segments: list[LoadedSegment] = []
-    for path in segment_files(directory):
-        name = f"{SEGMENTS_DIR}/{path.name}"
-        try:
-            segments.append(load_segment_source(name, read_file(path, name)))
-        except RulesInvalid as exc:
-            errors.extend(exc.errors)
-    errors.extend(_segments_across(rulesets, segments))
-    errors.extend(_experiments_across(rulesets, segments))
-    if errors:
-        raise RulesInvalid(errors)
-    return rulesets, segments
+    loaded, found = _load_each(sources, purposes=purposes)
+    complete = len(loaded) == len(files)
+    errors.extend(found)
+    for item in loaded:
+        errors.extend(_errors(item, emails.check(item.definition, directory)))
+    return loaded, errors, complete
 
 
 def segment_files(directory: Path) -> list[Path]:
@@ -107,25 +129,37 @@ def segment_files(directory: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def load_sources(sources: Iterable[tuple[str, str]]) -> list[LoadedRuleset]:
-    loaded: list[LoadedRuleset] = []
-    errors: list[RuleError] = []
-    for name, source in sources:
-        try:
-            loaded.append(load_source(name, source))
-        except RulesInvalid as exc:
-            errors.extend(exc.errors)
-    errors.extend(_across_files(loaded))
+def load_sources(
+    sources: Iterable[tuple[str, str]], *, purposes: Names | None = None
+) -> list[LoadedRuleset]:
+    loaded, errors = _load_each(sources, purposes=purposes)
     if errors:
         raise RulesInvalid(errors)
     return loaded
 
 
-def load_source(file: str, source: str) -> LoadedRuleset:
+def _load_each(
+    sources: Iterable[tuple[str, str]], *, purposes: Names | None
+) -> tuple[list[LoadedRuleset], list[RuleError]]:
+    """The files that load, and every error: each file's, and those across them."""
+    loaded: list[LoadedRuleset] = []
+    errors: list[RuleError] = []
+    for name, source in sources:
+        try:
+            loaded.append(load_source(name, source, purposes=purposes))
+        except RulesInvalid as exc:
+            errors.extend(exc.errors)
+    errors.extend(_across_files(loaded))
+    return loaded, errors
+
+
+def load_source(file: str, source: str, *, purposes: Names | None = None) -> LoadedRuleset:
+    """One rule file; `purposes`: the consent purposes it may test (None: any, as for a
+    stored version loaded again, which was checked when it was deployed)."""
     node, definition = parse.parse_model(file, source, RuleFile)
     errors = [
         RuleError(file, parse.line(node, path), message)
-        for path, message in validate.rule_file(definition)
+        for path, message in validate.rule_file(definition, purposes=purposes)
     ]
     if errors:
         raise RulesInvalid(errors)
@@ -134,11 +168,11 @@ def load_source(file: str, source: str) -> LoadedRuleset:
     )
 
 
-def load_segment_source(file: str, source: str) -> LoadedSegment:
+def load_segment_source(file: str, source: str, *, purposes: Names | None = None) -> LoadedSegment:
     node, definition = parse.parse_model(file, source, SegmentFile)
     errors = [
         RuleError(file, parse.line(node, path), message)
-        for path, message in validate.segment_file(definition)
+        for path, message in validate.segment_file(definition, purposes=purposes)
     ]
     if errors:
         raise RulesInvalid(errors)
@@ -168,7 +202,8 @@ def _across_files(loaded: list[LoadedRuleset]) -> Iterator[RuleError]:
                 yield RuleError(
                     item.file,
                     _rule_line(item, rule.id),
-                    f"placement {placement!r} has no default: define it under `placements:`",
+                    f"placement {placement!r} has no default: define it under `placements:`"
+                    + hint(placement, defaults),
                 )
         if item.name in rulesets:
             yield RuleError(
@@ -209,15 +244,12 @@ def _segments_across(
                         f"rule {rule.id}: segment {name!r} is computed from {defined[name]}; "
                         "rules can add to and remove from other segments only",
                     )
+    yield from _segments_tested(rulesets, known=set(defined) | _segments_set(rulesets))
 
 
-def _experiments_across(
-    rulesets: list[LoadedRuleset], segments: list[LoadedSegment]
-) -> Iterator[RuleError]:
-    """Experiment keys are unique; a placement target has a default somewhere; a
-    targeted segment is computed from a segment file or set by a rule."""
-    placements = {name for r in rulesets for name in r.definition.placements}
-    known = {s.name for s in segments} | {
+def _segments_set(rulesets: list[LoadedRuleset]) -> set[str]:
+    """The segments rules add customers to or remove them from."""
+    return {
         name
         for r in rulesets
         for rule in r.definition.rules
@@ -227,6 +259,29 @@ def _experiments_across(
         for name in (spec.add, spec.remove)
         if name
     }
+
+
+def _segments_tested(rulesets: list[LoadedRuleset], *, known: set[str]) -> Iterator[RuleError]:
+    """A rule tests segments that have members: defined by a segment file or set by a
+    rule (a misspelt one would never hold)."""
+    for item in rulesets:
+        for i, rule in enumerate(item.definition.rules):
+            for path, name in validate.segments_tested(rule):
+                if name not in known:
+                    message = (
+                        f"rule {rule.id}: no segment {name!r} is defined in {SEGMENTS_DIR}/ "
+                        f"or set by a rule{hint(name, known)}"
+                    )
+                    yield RuleError(item.file, _line(item, ("rules", i, *path)), message)
+
+
+def _experiments_across(
+    rulesets: list[LoadedRuleset], segments: list[LoadedSegment]
+) -> Iterator[RuleError]:
+    """Experiment keys are unique; a placement target has a default somewhere; a
+    targeted segment is computed from a segment file or set by a rule."""
+    placements = {name for r in rulesets for name in r.definition.placements}
+    known = {s.name for s in segments} | _segments_set(rulesets)
     keys: dict[str, str] = {}
     for item in rulesets:
         for i, spec in enumerate(item.definition.experiments):
@@ -239,64 +294,24 @@ def _experiments_across(
             placement = spec.target.placement
             if placement is not None and placement not in placements:
                 yield RuleError(
-                    item.file, line, f"experiment {spec.key}: no placement {placement!r} is defined"
+                    item.file,
+                    line,
+                    f"experiment {spec.key}: no placement {placement!r} is defined"
+                    + hint(placement, placements),
                 )
             if spec.segment is not None and spec.segment not in known:
                 yield RuleError(
                     item.file,
                     line,
                     f"experiment {spec.key}: segment {spec.segment!r} is neither defined in "
-                    f"{SEGMENTS_DIR}/ nor set by a rule",
+                    f"{SEGMENTS_DIR}/ nor set by a rule{hint(spec.segment, known)}",
                 )
 
 
-def _email_templates(loaded: list[LoadedRuleset], directory: Path) -> Iterator[RuleError]:
-    """Email offers name a template that exists and parses. (Checked on the files being
-    loaded, not on stored versions, which must load whatever the templates are now.)"""
-    for item in loaded:
-        for rule in item.definition.rules:
-            for action in rule.actions:
-                offer = getattr(action, "offer", None)
-                if offer is None or offer.template is None:
-                    continue
-                problem = _template_problem(directory, offer.template)
-                if problem:
-                    yield RuleError(
-                        item.file, _rule_line(item, rule.id), f"rule {rule.id}: {problem}"
-                    )
-        for i, spec in enumerate(item.definition.experiments):
-            changes = [(("variants", j), v) for j, v in enumerate(spec.variants)] + [
-                (("factors", j, "levels", k), level)
-                for j, factor in enumerate(spec.factors)
-                for k, level in enumerate(factor.levels)
-            ]
-            for path, variant in changes:
-                problem = variant.template and _template_problem(directory, variant.template)
-                if problem:
-                    where = ("experiments", i, *path, "template")
-                    yield RuleError(item.file, _line(item, where), f"{spec.key}: {problem}")
-
-
-def _template_problem(directory: Path, name: str) -> str | None:
-    """What is wrong with the email template `name`, checked as plain data like the rule
-    files before it is read."""
-    where = f"{templates.DIRECTORY}/{name}.yaml"
-    path = directory / where
-    if path.is_file():
-        try:
-            problems = yamlcheck.problems(read_file(path, where))
-        except RulesInvalid as exc:
-            return str(exc)
-        except yaml.YAMLError:
-            problems = []  # templates.load says what is wrong, with the YAML's own words
-        if problems:
-            line, message = problems[0]
-            return f"{where}:{line}: {message}"
-    try:
-        templates.load(directory, name)
-    except templates.TemplateProblem as exc:
-        return str(exc)
-    return None
+def _errors(
+    item: LoadedRuleset, problems: Iterable[tuple[tuple[str | int, ...], str]]
+) -> list[RuleError]:
+    return [RuleError(item.file, _line(item, path), message) for path, message in problems]
 
 
 def _rule_line(item: LoadedRuleset, rule_id: str) -> int | None:

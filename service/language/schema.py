@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from service.language.names import EventName
+
 IDENTIFIER = r"^[a-z][a-z0-9_]{0,62}$"
 # A fact a condition can test: the trigger event, its context, or the customer's profile.
 FACT_PATH = r"^(event|context|profile)(\.[A-Za-z0-9_$-]+)+$"
@@ -40,11 +42,28 @@ def parse_duration(text: str) -> timedelta:
     """'90s', '15m', '24h', '7d', '2w' → timedelta."""
     match = re.fullmatch(r"(\d+)\s*([smhdw])", text.strip())
     if not match:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 30m, 24h, 7d)")
+        raise ValueError(not_a_duration(text))
     return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
-Duration = Annotated[str, Field(pattern=DURATION, examples=["30m", "24h", "7d"])]
+def not_a_duration(value: Any) -> str:
+    return (
+        f"{value!r} is not a duration: use a number and a unit, e.g. 30m, 2h, 7d "
+        "(units: s, m, h, d, w)"
+    )
+
+
+def _duration(value: Any) -> Any:
+    """A duration in the file's words, before the pattern would say it in a regex's."""
+    if not isinstance(value, str) or not re.fullmatch(DURATION, value):
+        raise ValueError(not_a_duration(value))
+    return value
+
+
+# The check runs before the pattern (which stays in the schema for editors).
+Duration = Annotated[
+    str, Field(pattern=DURATION, examples=["30m", "24h", "7d"]), BeforeValidator(_duration)
+]
 
 
 class Strict(BaseModel):
@@ -136,7 +155,7 @@ class CountSpec(Strict):
     trigger (the trigger itself included), optionally only events with the same values
     as the trigger for the `same` properties."""
 
-    event: str
+    event: EventName
     within: Duration
     same: list[str] = Field(default_factory=list)
     at_least: int | None = Field(default=None, ge=0)
@@ -158,7 +177,7 @@ class AbsentSpec(Strict):
     with the same values as the trigger for the `same` properties. Checked again when
     the window has passed, so the rule acts only then."""
 
-    events: list[str] = Field(min_length=1)
+    events: list[EventName] = Field(min_length=1)
     within: Duration
     same: list[str] = Field(default_factory=list)
 
@@ -218,7 +237,7 @@ class Trigger(Strict):
     it by the event's properties or context. `placement`: the storefront asking what to
     show in that placement (a decision); `where` then tests the request's context."""
 
-    event: str | None = None
+    event: EventName | None = None
     placement: Annotated[str, Field(pattern=IDENTIFIER)] | None = None
     where: list[Condition] = Field(default_factory=list)
 

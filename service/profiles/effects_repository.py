@@ -125,24 +125,35 @@ def recompute_spend(session: Session, customer_ids: Iterable[uuid.UUID]) -> None
         session.execute(_RECOMPUTE_SPEND, {"ids": ids})
 
 
+# RFM scores from 1 to 5 by the share of customers with a strictly lower value:
+# 1 + floor(5 * below / scored), where below = rank() - 1 (monetary within each
+# currency). Equal values have the same rank, so tied customers share a score (six
+# customers with one order each all get F = 1), where ntile(5) spread them over 1-5 in
+# arbitrary order. A score of 5 means at least 80% of customers are below.
+_RECOMPUTE_RFM = text(
+    "WITH base AS ("
+    "  SELECT c.id, c.last_order_at, c.orders_count, s.currency, s.total_spent "
+    "  FROM customers c JOIN LATERAL ("
+    "    SELECT currency, total_spent FROM customer_spend WHERE customer_id = c.id "
+    "    ORDER BY orders_count DESC, currency LIMIT 1) s ON true "
+    "  WHERE c.merged_into_id IS NULL AND c.orders_count > 0), "
+    "ranked AS ("
+    "  SELECT id, count(*) OVER () AS n, count(*) OVER (PARTITION BY currency) AS n_m, "
+    "  rank() OVER (ORDER BY last_order_at) - 1 AS below_r, "
+    "  rank() OVER (ORDER BY orders_count) - 1 AS below_f, "
+    "  rank() OVER (PARTITION BY currency ORDER BY total_spent) - 1 AS below_m FROM base), "
+    "scored AS ("
+    "  SELECT id, (1 + floor(5 * below_r::numeric / n))::int AS r, "
+    "  (1 + floor(5 * below_f::numeric / n))::int AS f, "
+    "  (1 + floor(5 * below_m::numeric / n_m))::int AS m FROM ranked) "
+    "UPDATE customers c SET rfm_recency = s.r, rfm_frequency = s.f, "
+    "rfm_monetary = s.m, rfm_computed_at = :now FROM scored s WHERE c.id = s.id"
+)
+
+
 def recompute_rfm(session: Session, *, now: datetime) -> int:
-    """RFM quintiles across all customers with orders. Monetary ranks within each
-    currency (amounts in different currencies are not comparable)."""
-    result = session.execute(
-        text(
-            "WITH base AS ("
-            "  SELECT c.id, c.last_order_at, c.orders_count, s.currency, s.total_spent "
-            "  FROM customers c JOIN LATERAL ("
-            "    SELECT currency, total_spent FROM customer_spend WHERE customer_id = c.id "
-            "    ORDER BY orders_count DESC, currency LIMIT 1) s ON true "
-            "  WHERE c.merged_into_id IS NULL AND c.orders_count > 0), "
-            "scored AS ("
-            "  SELECT id, ntile(5) OVER (ORDER BY last_order_at) AS r, "
-            "  ntile(5) OVER (ORDER BY orders_count) AS f, "
-            "  ntile(5) OVER (PARTITION BY currency ORDER BY total_spent) AS m FROM base) "
-            "UPDATE customers c SET rfm_recency = s.r, rfm_frequency = s.f, "
-            "rfm_monetary = s.m, rfm_computed_at = :now FROM scored s WHERE c.id = s.id"
-        ),
-        {"now": now},
-    )
+    """RFM quintiles across all customers with orders (5 = most recent, most orders,
+    most spent; ties share a score). Monetary ranks within each currency (amounts in
+    different currencies are not comparable)."""
+    result = session.execute(_RECOMPUTE_RFM, {"now": now})
     return int(result.rowcount)  # type: ignore[attr-defined]

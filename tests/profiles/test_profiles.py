@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 from fastapi.testclient import TestClient
+from scipy.stats import rankdata
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -222,6 +223,74 @@ def test_rfm_quintiles_rank_the_customer_base(client: TestClient, session: Sessi
         1,
         1,
     )
+
+
+def _rfm(client: TestClient, keys, user: str) -> tuple[int, int, int]:
+    rfm = profile(client, keys, f"user_id:{user}")["rfm"]
+    return rfm["recency"], rfm["frequency"], rfm["monetary"]
+
+
+def test_rfm_ties_share_a_score_six_customers_with_one_order_each(
+    client: TestClient, session: Session, keys
+) -> None:
+    events = [
+        track(
+            "Order Completed",
+            user=f"one{i}",
+            order_id=f"one{i}",
+            total="10",
+            currency="USD",
+            timestamp=f"2026-10-0{i + 1}T10:00:00Z",
+        )
+        for i in range(6)
+    ]
+    post(client, keys, *events)
+    resolve_all()
+    assert profiles.rfm_job(session) == 6
+    scores = [_rfm(client, keys, f"one{i}") for i in range(6)]
+    assert {f for _, f, _ in scores} == {1}  # ntile(5) gave 5, 4, 3, 2, 1, 1
+    assert {m for _, _, m in scores} == {1}  # the same spend too
+    assert [r for r, _, _ in scores] == [1, 1, 2, 3, 4, 5]  # distinct days: ranked
+
+
+def test_rfm_scores_are_the_share_of_customers_strictly_below(
+    client: TestClient, session: Session, keys
+) -> None:
+    """score = 1 + floor(5 * (rank - 1) / n) with rank the lowest rank of the tie
+    (scipy's rankdata, method "min"), on ten customers with ties in each of R, F, M."""
+    orders = [1, 1, 1, 1, 2, 2, 3, 3, 3, 6]
+    per_order = [10, 10, 20, 20, 10, 15, 10, 10, 20, 10]
+    last_day = [1, 1, 1, 2, 2, 3, 3, 3, 3, 4]
+    events = [
+        track(
+            "Order Completed",
+            user=f"c{i}",
+            order_id=f"c{i}-{n}",
+            total=str(per_order[i]),
+            currency="USD",
+            timestamp=(
+                f"2026-10-0{last_day[i]}T10:00:00Z"
+                if n == orders[i] - 1
+                else f"2026-09-1{n}T10:00:00Z"
+            ),
+        )
+        for i in range(10)
+        for n in range(orders[i])
+    ]
+    post(client, keys, *events)
+    resolve_all()
+    assert profiles.rfm_job(session) == 10
+    totals = [o * t for o, t in zip(orders, per_order, strict=True)]
+
+    def expected(values: list[int]) -> list[int]:
+        ranks = rankdata(values, method="min").astype(int)
+        return [1 + (5 * (int(r) - 1)) // len(values) for r in ranks]
+
+    got = [_rfm(client, keys, f"c{i}") for i in range(10)]
+    assert [r for r, _, _ in got] == expected(last_day)
+    assert [f for _, f, _ in got] == expected(orders)
+    assert [m for _, _, m in got] == expected(totals)
+    assert [f for _, f, _ in got] == [1, 1, 1, 1, 3, 3, 4, 4, 4, 5]  # ties share
 
 
 def test_profile_events_page_with_a_cursor(client: TestClient, keys) -> None:

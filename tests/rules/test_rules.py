@@ -228,14 +228,15 @@ def test_a_missing_or_broken_email_template_is_named_with_the_rule(tmp_path: Pat
     with pytest.raises(RulesInvalid) as caught:
         loader.load_directory(tmp_path)
     (error,) = [str(e) for e in caught.value.errors]
-    assert error == "a.yaml:5: rule reminder: no email template templates/nudge.yaml"
+    # At the offer's `template:` (line 8), naming the rule.
+    assert error == "a.yaml:8: rule reminder: no email template templates/nudge.yaml"
 
     (tmp_path / "templates").mkdir()
     (tmp_path / "templates" / "nudge.yaml").write_text("subject: Hi {{ x\ntext: ok\n")
     with pytest.raises(RulesInvalid) as caught:
         loader.load_directory(tmp_path)
     (error,) = [str(e) for e in caught.value.errors]
-    assert error.startswith("a.yaml:5: rule reminder: templates/nudge.yaml: "), error
+    assert error.startswith("a.yaml:8: rule reminder: templates/nudge.yaml: "), error
 
     (tmp_path / "templates" / "nudge.yaml").write_text("subject: Hi\ntext: '{{ offer.offer }}'\n")
     (loaded,) = loader.load_directory(tmp_path)

@@ -156,7 +156,7 @@ def test_a_template_that_expands_without_bound_is_an_error(tmp_path: Path) -> No
     with pytest.raises(RulesInvalid) as raised:
         loader.load_all(directory)
     (error,) = raised.value.errors
-    assert (error.file, error.line) == ("offer.yaml", 4)
+    assert (error.file, error.line) == ("offer.yaml", 7)  # the offer naming the template
     assert "templates/welcome.yaml" in error.message, error
     assert "alias" in error.message, error
 
