@@ -63,7 +63,7 @@ def update(
     if not wanted or not scope:
         return Changed()
     settings = get_settings()
-    profiles = profile_facts.read(session, wanted, currency=settings.shop_currency)
+    profiles = profile_facts.read(session, wanted, currency=settings.shop_currency, now=now)
     bounds = window_bounds(compiled.windows, now=now)
     counts = history.window_counts(session, wanted, bounds) if bounds else {}
     current = repository.open_memberships(session, wanted, scope)
