@@ -2,6 +2,8 @@
 storefront events, beside the engines underneath, measured in the same run.
 
     uv run python -m bench.rules        # BENCH_EVALS evaluations per measure (default 50,000)
+    uv run python -m bench.rules --reads  # and the profile reads, on a database (see
+                                          # bench/facts_reads.py)
 
 One process, one thread, pinned to one CPU (BENCH_CPU, else the first this process may
 use). The events are BENCH_MESSAGES distinct ones (product views, adds to cart with a
@@ -31,12 +33,20 @@ evaluation. An evaluation is one event against every ruleset its trigger concern
   (evaluated for the files the trigger concerns); and the same combined graph through
   `ZenDecision.evaluate`, the call `create_decision` gives.
 
+- The marketers' profile facts (orders and spend in the last 30/90/365 days, CLV,
+  discount use, categories viewed and bought): `Engine.match` and `evaluator.evaluate`
+  over the shipped files and FACTS_RULES (a file of rules on those facts), beside the
+  same two over the shipped files alone; the profiles carry every fact either way.
+- With `--reads`, the database reads that give rules, segments and decisions their
+  profiles, with and without the new facts (bench/facts_reads.py), in the same run.
+
 Before timing, every distinct event is evaluated each way, and the run stops unless each
 way fires the same set of rules as `Engine.match` for every one of them.
 """
 
 from __future__ import annotations
 
+import argparse
 import gc
 import itertools
 import json
@@ -56,8 +66,8 @@ import zen
 from durable import engine as durable
 
 from service.language.engine import TRIGGER_KEY, CompiledRuleset, Engine, _Compiler, _Host, project
-from service.language.facts import Profile, TriggerEvent, lookup
-from service.language.loader import load_directory
+from service.language.facts import WINDOW_DAYS, Profile, TriggerEvent, lookup
+from service.language.loader import load_directory, load_source
 from service.language.schema import CountSpec
 from service.rules import evaluator
 
@@ -144,6 +154,46 @@ ZEN_TABLES: dict[str, list[dict[str, str]]] = {
     ],
 }
 NOT_STOREFRONT_EVENTS = frozenset({"placements", "segment_entries"})
+
+# Rules on the marketers' profile facts, over the storefront's events.
+FACTS_RULES = """
+ruleset: marketer_facts
+version: 1
+rules:
+  - id: big_spender_this_quarter
+    trigger: {event: Page Viewed}
+    when: [{profile.spent_90d: {gt: 500}}, {profile.orders_30d: {gte: 1}}]
+    actions: [{segment: {add: quarter_vip}}]
+  - id: regular_this_year
+    trigger: {event: Product Viewed}
+    when:
+      - profile.orders_365d: {gte: 3}
+      - profile.spent_365d: {gte: 300}
+      - profile.orders_90d: {gte: 1}
+    actions: [{segment: {add: regulars}}]
+  - id: lifetime_vip
+    trigger: {event: Order Completed}
+    when: [{profile.clv: {gte: 1000}}]
+    actions: [{segment: {add: lifetime_vip}}]
+  - id: deal_seeker
+    trigger: {event: Product Added}
+    when:
+      - profile.discount_share: {gte: 0.5}
+      - profile.discount_orders: {gte: 2}
+      - profile.consent.marketing: true
+    actions: [{segment: {add: deal_seekers}}]
+  - id: games_browser_not_buyer
+    trigger: {event: Product Viewed}
+    when:
+      - profile.categories_viewed: {contains: Games}
+      - profile.categories_bought: {not_contains: Games}
+    actions: [{segment: {add: games_prospects}}]
+  - id: recent_book_buyer
+    trigger: {event: Page Viewed}
+    when: [{profile.spent_30d: {gte: 100}}, {profile.categories_bought: {contains: Books}}]
+    actions: [{segment: {add: book_buyers}}]
+"""
+CATEGORIES = ("Games", "Books", "Toys", "Garden", "Shoes", "Kitchen")
 ALL_RULES = "all_rules"  # the zen decision holding every row in one table
 
 
@@ -202,6 +252,7 @@ class Message:
     answers: dict[Any, Any]  # what the store answers for this event
     tree: dict[str, Any]  # the facts, as rules see them
     matches: list[tuple[CompiledRuleset, dict[str, Any]]]  # rulesets concerned, history
+    with_facts: list[tuple[CompiledRuleset, dict[str, Any]]]  # and FACTS_RULES if concerned
     raw: list[tuple[str, dict[str, Any]]]  # durable ruleset, projected fact
     flat: dict[str, Any]  # zen's context
     zen_keys: list[str]  # zen decisions of the rule files concerned
@@ -245,10 +296,16 @@ class AnswerStore:
 
 
 def make_profiles(rng: random.Random, n: int) -> list[Profile]:
+    """Profiles of every kind. The marketers' facts are drawn from a generator of their
+    own, so the other facts, and the events, are the same as without them."""
+    extra = random.Random(SEED + 1)
     profiles = []
     for _ in range(n):
         orders = rng.choices([0, 1, 2, 4, 12], weights=[30, 20, 20, 20, 10])[0]
-        spent = Decimal(sum(rng.randrange(1500, 30000) for _ in range(orders))) / 100
+        cents = [rng.randrange(1500, 30000) for _ in range(orders)]
+        spent = Decimal(sum(cents)) / 100
+        # Days since each order: most recent, some years ago.
+        ages = [min(900, int(extra.expovariate(1 / 120))) for _ in range(orders)]
         scored = orders and rng.random() < 0.7
         consent = rng.choices([{"marketing": True}, {"marketing": False}, {}], [55, 15, 30])[0]
         profiles.append(
@@ -259,6 +316,16 @@ def make_profiles(rng: random.Random, n: int) -> list[Profile]:
                 first_order_at=NOW - timedelta(days=rng.randrange(30, 900)) if orders else None,
                 last_order_at=NOW - timedelta(days=rng.randrange(0, 30)) if orders else None,
                 last_seen_at=NOW - timedelta(minutes=rng.randrange(1, 600)),
+                orders_in=tuple(sum(1 for a in ages if a <= d) for d in WINDOW_DAYS),
+                spent_in=tuple(
+                    Decimal(sum(c for c, a in zip(cents, ages, strict=True) if a <= d)) / 100
+                    for d in WINDOW_DAYS
+                ),
+                discount_orders=sum(1 for _ in range(orders) if extra.random() < 0.5),
+                categories_viewed=tuple(sorted(extra.sample(CATEGORIES, extra.randrange(4)))),
+                categories_bought=tuple(
+                    sorted(extra.sample(CATEGORIES, min(orders, extra.randrange(3))))
+                ),
                 rfm=(
                     (rng.randint(1, 5), rng.randint(1, 5), rng.randint(1, 5))
                     if scored
@@ -329,7 +396,10 @@ def make_event(rng: random.Random, i: int, profile: Profile) -> tuple[TriggerEve
 
 
 def make_messages(
-    rulesets: list[CompiledRuleset], raw_names: dict[str, str], store: AnswerStore
+    rulesets: list[CompiledRuleset],
+    facts_rules: CompiledRuleset,
+    raw_names: dict[str, str],
+    store: AnswerStore,
 ) -> list[Message]:
     rng = random.Random(SEED)
     profiles = make_profiles(rng, max(1, MESSAGES // 4))
@@ -369,6 +439,8 @@ def make_messages(
                 answers=answers,
                 tree=tree,
                 matches=matches,
+                with_facts=matches
+                + ([(facts_rules, {})] if facts_rules.by_trigger.get(trigger) else []),
                 raw=raw,
                 flat=flat,
                 zen_keys=[r.name for r, _ in matches],
@@ -491,7 +563,38 @@ def pin() -> int | None:
     return cpu
 
 
+def check_facts_rules(
+    messages: list[Message],
+    match: Callable[[Message], list[str]],
+    evaluate: Callable[[Message], list[evaluator.Outcome]],
+) -> None:
+    """evaluator.evaluate over the shipped files and FACTS_RULES fires what Engine.match
+    does, for every distinct event; and each rule on the new facts fires for some."""
+    fired: Counter[str] = Counter()
+    disagreements = []
+    for m in messages:
+        expected = set(match(m))
+        got = {o.rule.rule.id for o in evaluate(m)}
+        fired.update(expected)
+        if got != expected:
+            disagreements.append(f"evaluate fired {sorted(got)}, Engine.match {sorted(expected)}")
+    facts_rules = load_source("marketer_facts.yaml", FACTS_RULES).definition.rules
+    print(
+        "events firing each rule on the new facts: "
+        + ", ".join(f"{r.id} {fired[r.id]}" for r in facts_rules)
+    )
+    silent = [r.id for r in facts_rules if not fired[r.id]]
+    if disagreements or silent:
+        raise SystemExit(
+            f"with the facts rules: {len(disagreements)} disagreements, never fired: {silent}\n"
+            + "\n".join(disagreements[:10])
+        )
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.rules", description=__doc__)
+    parser.add_argument("--reads", action="store_true", help="and the profile reads, on a database")
+    args = parser.parse_args()
     cpu = pin()
     engine = Engine()
     loaded = load_directory(RULES)
@@ -503,7 +606,8 @@ def main() -> None:
     check_coverage(rulesets)
     host, raw_names = raw_host(rulesets)
     store = AnswerStore()
-    messages = make_messages(rulesets, raw_names, store)
+    facts_rules = engine.compile(load_source("marketer_facts.yaml", FACTS_RULES))
+    messages = make_messages(rulesets, facts_rules, raw_names, store)
 
     tables = {name: jdm(rows) for name, rows in ZEN_TABLES.items()}
     tables[ALL_RULES] = jdm([row for rows in ZEN_TABLES.values() for row in rows])
@@ -517,17 +621,26 @@ def main() -> None:
             fired += engine.match(ruleset, trigger=m.trigger, facts=m.tree, history=history)
         return fired
 
-    def evaluate(m: Message) -> list[evaluator.Outcome]:
+    def evaluate(m: Message, *, files: list[CompiledRuleset] = rulesets) -> list[evaluator.Outcome]:
         store.answers = m.answers
         return evaluator.evaluate(
             engine=engine,
-            rulesets=rulesets,
+            rulesets=files,
             event=m.event,
             profile=m.profile,
             store=store,
             now=NOW,
             consent_defaults=CONSENT_DEFAULTS,
         )
+
+    def match_facts(m: Message) -> list[str]:
+        fired: list[str] = []
+        for ruleset, history in m.with_facts:
+            fired += engine.match(ruleset, trigger=m.trigger, facts=m.tree, history=history)
+        return fired
+
+    def evaluate_facts(m: Message) -> list[evaluator.Outcome]:
+        return evaluate(m, files=[*rulesets, facts_rules])
 
     def raw(m: Message) -> list[str]:
         fired = host.fired = []
@@ -604,6 +717,7 @@ def main() -> None:
         raise SystemExit(
             f"{len(disagreements)} disagreements, for example:\n" + "\n".join(disagreements[:10])
         )
+    check_facts_rules(messages, match_facts, evaluate_facts)
 
     results = measure(
         {
@@ -613,6 +727,8 @@ def main() -> None:
             "zen-engine, one table (ZenEngine.evaluate)": zen_all,
             "zen-engine, a table per file": zen_per_file,
             "zen-engine, one table (ZenDecision.evaluate)": zen_decision_evaluate,
+            "Engine.match, and the facts rules": match_facts,
+            "evaluator.evaluate, and the facts rules": evaluate_facts,
         },
         messages,
     )
@@ -623,9 +739,19 @@ def main() -> None:
         print(
             f"{r.name:<48}{r.rate:>10,.0f}{r.p50_us:>9.1f}{r.p99_us:>9.1f}{r.rate / baseline:>8.2f}"
         )
-    full = results[2]
+    full, with_facts = results[2], results[7]
     verdict = "met" if full.rate >= TARGET else "NOT met"
     print(f"evaluator.evaluate: {full.rate:,.0f}/s on one core, target {TARGET:,}/s: {verdict}")
+    verdict = "met" if with_facts.rate >= TARGET else "NOT met"
+    print(
+        f"evaluator.evaluate with the facts rules: {with_facts.rate:,.0f}/s "
+        f"({with_facts.rate / full.rate:.2f} of the shipped files alone), "
+        f"target {TARGET:,}/s: {verdict}"
+    )
+    if args.reads:
+        from bench import facts_reads
+
+        facts_reads.main()
 
 
 if __name__ == "__main__":
