@@ -55,7 +55,7 @@ def apply(session: Session, events: Sequence[tuple[PendingEvent, uuid.UUID]]) ->
             count, _ = views.get((customer, str(product)), (0, event.occurred_at))
             views[(customer, str(product))] = (count + 1, event.occurred_at)
         if event.name == EventName.PRODUCT_VIEWED and (
-            category := _category(event.properties.get("category"))
+            category := category_of(event.properties.get("category"))
         ):
             categories[customer].add(category)
         if row := _order_row(event, customer):
@@ -122,12 +122,12 @@ def _order_row(event: PendingEvent, customer: uuid.UUID) -> dict[str, Any] | Non
         "placed_at": event.occurred_at if event.name == EventName.ORDER_COMPLETED else None,
         "refunded": refund if not props.get("cumulative") else Decimal(0),
         "refunded_cumulative": refund if props.get("cumulative") else Decimal(0),
-        "discounted": _discounted(props) if event.name in _ORDER_CONTENT else None,
-        "categories": _order_categories(props) if event.name in _ORDER_CONTENT else None,
+        "discounted": order_discounted(props) if event.name in _ORDER_CONTENT else None,
+        "categories": order_categories(props) if event.name in _ORDER_CONTENT else None,
     }
 
 
-def _discounted(props: dict[str, Any]) -> bool | None:
+def order_discounted(props: dict[str, Any]) -> bool | None:
     """Whether the order used a discount: an amount above 0 (`discount`, as every
     platform's mapping and the Segment spec give it) or a coupon code (`coupon`). None
     when the event says neither, so that an update without them keeps what was known."""
@@ -138,7 +138,7 @@ def _discounted(props: dict[str, Any]) -> bool | None:
     return bool(amount and amount > 0) or (isinstance(coupon, str) and bool(coupon.strip()))
 
 
-def _order_categories(props: dict[str, Any]) -> list[str] | None:
+def order_categories(props: dict[str, Any]) -> list[str] | None:
     """The categories of the order's products (Segment spec: `products[].category`),
     None when the event lists no products."""
     products = props.get("products")
@@ -147,12 +147,12 @@ def _order_categories(props: dict[str, Any]) -> list[str] | None:
     found = {
         category
         for product in products
-        if isinstance(product, dict) and (category := _category(product.get("category")))
+        if isinstance(product, dict) and (category := category_of(product.get("category")))
     }
     return sorted(found)
 
 
-def _category(value: Any) -> str | None:
+def category_of(value: Any) -> str | None:
     """A category as sent (compared exactly, case included), blanks around it dropped."""
     if not isinstance(value, str) or not value.strip():
         return None

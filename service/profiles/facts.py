@@ -8,7 +8,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import text
@@ -24,14 +23,16 @@ def lock_for_evaluation(session: Session, customers: Iterable[uuid.UUID]) -> Non
     advisory_xact_locks(session, (f"rules:{c}" for c in customers))
 
 
-_WINDOWED = [f"{kind}_{days}d" for days in WINDOW_DAYS for kind in ("orders", "spent")]
+_ORDERS_IN = ", ".join(f"w.orders_{days}d" for days in WINDOW_DAYS)
+_SPENT_IN = ", ".join(f"w.spent_{days}d" for days in WINDOW_DAYS)
 
 # A profile row's columns, for the customer `c` joined to `s` and `w` (`profile_joins`).
 PROFILE_SELECT = (
     "c.id, c.orders_count, c.first_order_at, "  # noqa: S608 (constant text)
     "c.last_order_at, c.last_seen_at, c.rfm_recency, c.rfm_frequency, c.rfm_monetary, "
     "c.traits, c.discount_orders, c.categories_viewed, c.categories_bought, "
-    f"coalesce(s.total_spent, 0) AS total_spent, {', '.join(f'w.{c}' for c in _WINDOWED)}, "
+    "coalesce(s.total_spent, 0) AS total_spent, "
+    f"ARRAY[{_ORDERS_IN}] AS orders_in, ARRAY[{_SPENT_IN}] AS spent_in, "
     "coalesce((SELECT array_agg(m.segment ORDER BY m.segment) "
     "          FROM segment_memberships AS m "
     "          WHERE m.customer_id = c.id AND m.exited_at IS NULL), '{}') AS segments"
@@ -94,8 +95,8 @@ def profile_from_row(row: Any) -> Profile:
         first_order_at=row.first_order_at,
         last_order_at=row.last_order_at,
         last_seen_at=row.last_seen_at,
-        orders_in=tuple(int(getattr(row, f"orders_{d}d")) for d in WINDOW_DAYS),
-        spent_in=tuple(Decimal(getattr(row, f"spent_{d}d")) for d in WINDOW_DAYS),
+        orders_in=tuple(row.orders_in),
+        spent_in=tuple(row.spent_in),
         discount_orders=row.discount_orders,
         categories_viewed=tuple(row.categories_viewed or ()),
         categories_bought=tuple(row.categories_bought or ()),
