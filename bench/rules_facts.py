@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
+from service.language.facts import Profile
 from service.language.loader import load_source
 
 CATEGORIES = ("Games", "Books", "Toys", "Garden", "Shoes", "Kitchen")
@@ -126,3 +128,29 @@ def check_file(
             f"{name}: {len(disagreements)} disagreements, never fired: {silent}\n"
             + "\n".join(disagreements[:10])
         )
+
+
+def facts_before(
+    profile: Profile, *, now: datetime, consent_defaults: dict[str, bool]
+) -> dict[str, Any]:
+    """`Profile.facts` as it was before the marketers' facts: what each evaluation's
+    facts tree cost then."""
+    average = profile.total_spent / profile.orders_count if profile.orders_count else None
+    return {
+        "orders_count": profile.orders_count,
+        "total_spent": float(profile.total_spent),
+        "average_order_value": float(round(average, 2)) if average is not None else None,
+        "days_since_first_order": _days(now, profile.first_order_at),
+        "days_since_last_order": _days(now, profile.last_order_at),
+        "days_since_last_seen": _days(now, profile.last_seen_at),
+        "rfm_recency": profile.rfm[0],
+        "rfm_frequency": profile.rfm[1],
+        "rfm_monetary": profile.rfm[2],
+        "segments": list(profile.segments),
+        "consent": {**consent_defaults, **profile.consent},
+        "traits": profile.traits,
+    }
+
+
+def _days(now: datetime, then: datetime | None) -> int | None:
+    return None if then is None else max(0, (now - then).days)

@@ -46,7 +46,8 @@ def profile_joins(*, now: str, currency: str) -> str:
 
     The windows slide with time, so they are summed at read time, in the statement that
     reads the profile: one index range scan per customer over the orders of the longest
-    window (`ix_orders_customer_placed`). No customer: zeros."""
+    window (`ix_orders_customer_placed`). Amounts are summed as exact numerics, then
+    given as float8: they are only compared. No customer: zeros."""
     longest = max(WINDOW_DAYS)
     net = "coalesce(o.total, 0) - GREATEST(o.refunded, o.refunded_cumulative)"
     windows = []
@@ -54,8 +55,8 @@ def profile_joins(*, now: str, currency: str) -> str:
         since = f"o.placed_at >= {now} - interval '{days} days'"
         windows.append(f"count(*) FILTER (WHERE {since}) AS orders_{days}d")
         windows.append(
-            f"coalesce(sum({net}) FILTER (WHERE {since} AND o.currency = {currency}), 0)"
-            f" AS spent_{days}d"
+            f"CAST(coalesce(sum({net}) FILTER (WHERE {since} AND o.currency = {currency}), 0)"
+            f" AS float8) AS spent_{days}d"
         )
     return (
         " LEFT JOIN customer_spend AS s"  # noqa: S608 (constant text)
