@@ -46,8 +46,9 @@ def profile_joins(*, now: str, currency: str) -> str:
 
     The windows slide with time, so they are summed at read time, in the statement that
     reads the profile: one index range scan per customer over the orders of the longest
-    window (`ix_orders_customer_placed`). Amounts are summed as exact numerics, then
-    given as float8: they are only compared. No customer: zeros."""
+    window (`ix_orders_customer_placed`), skipped for those whose last order is older.
+    Amounts are summed as exact numerics, then given as float8: they are only compared.
+    No customer: zeros."""
     longest = max(WINDOW_DAYS)
     net = "coalesce(o.total, 0) - GREATEST(o.refunded, o.refunded_cumulative)"
     windows = []
@@ -62,7 +63,10 @@ def profile_joins(*, now: str, currency: str) -> str:
         " LEFT JOIN customer_spend AS s"  # noqa: S608 (constant text)
         f" ON s.customer_id = c.id AND s.currency = {currency}"
         f" LEFT JOIN LATERAL (SELECT {', '.join(windows)} FROM orders AS o"
-        f" WHERE o.customer_id = c.id AND o.placed_at >= {now} - interval '{longest} days'"
+        # A customer whose last order is older than the longest window has none in it:
+        # their orders are not scanned.
+        f" WHERE c.last_order_at >= {now} - interval '{longest} days'"
+        f" AND o.customer_id = c.id AND o.placed_at >= {now} - interval '{longest} days'"
         " AND o.status <> 'cancelled') AS w ON true"
     )
 
