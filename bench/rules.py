@@ -2,6 +2,8 @@
 storefront events, beside the engines underneath, measured in the same run.
 
     uv run python -m bench.rules        # BENCH_EVALS evaluations per measure (default 50,000)
+    uv run python -m bench.rules --reads  # and the profile reads, on a database (see
+                                          # bench/facts_reads.py)
 
 One process, one thread, pinned to one CPU (BENCH_CPU, else the first this process may
 use). The events are BENCH_MESSAGES distinct ones (product views, adds to cart with a
@@ -31,12 +33,21 @@ evaluation. An evaluation is one event against every ruleset its trigger concern
   (evaluated for the files the trigger concerns); and the same combined graph through
   `ZenDecision.evaluate`, the call `create_decision` gives.
 
+- The marketers' profile facts (orders and spend in the last 30/90/365 days, CLV,
+  discount use, categories viewed and bought): `Engine.match` and `evaluator.evaluate`
+  over the shipped files and a file of rules on those facts (bench/rules_facts.py), and
+  over the shipped files and a file of the same rules on older facts (total spent,
+  orders, segments), beside the shipped files alone; every profile has every fact.
+- With `--reads`, the database reads that give rules, segments and decisions their
+  profiles, with and without the new facts (bench/facts_reads.py), in the same run.
+
 Before timing, every distinct event is evaluated each way, and the run stops unless each
 way fires the same set of rules as `Engine.match` for every one of them.
 """
 
 from __future__ import annotations
 
+import argparse
 import gc
 import itertools
 import json
@@ -55,9 +66,10 @@ from typing import Any
 import zen
 from durable import engine as durable
 
+from bench.rules_facts import CATEGORIES, FACTS, FILES, LIKE, check_file, facts_before
 from service.language.engine import TRIGGER_KEY, CompiledRuleset, Engine, _Compiler, _Host, project
-from service.language.facts import Profile, TriggerEvent, lookup
-from service.language.loader import load_directory
+from service.language.facts import WINDOW_DAYS, Profile, TriggerEvent, lookup
+from service.language.loader import load_directory, load_source
 from service.language.schema import CountSpec
 from service.rules import evaluator
 
@@ -144,6 +156,7 @@ ZEN_TABLES: dict[str, list[dict[str, str]]] = {
     ],
 }
 NOT_STOREFRONT_EVENTS = frozenset({"placements", "segment_entries"})
+
 ALL_RULES = "all_rules"  # the zen decision holding every row in one table
 
 
@@ -202,6 +215,8 @@ class Message:
     answers: dict[Any, Any]  # what the store answers for this event
     tree: dict[str, Any]  # the facts, as rules see them
     matches: list[tuple[CompiledRuleset, dict[str, Any]]]  # rulesets concerned, history
+    # Per file of bench/rules_facts.py: `matches` and that file if the trigger concerns it.
+    plus: dict[str, list[tuple[CompiledRuleset, dict[str, Any]]]]
     raw: list[tuple[str, dict[str, Any]]]  # durable ruleset, projected fact
     flat: dict[str, Any]  # zen's context
     zen_keys: list[str]  # zen decisions of the rule files concerned
@@ -245,10 +260,16 @@ class AnswerStore:
 
 
 def make_profiles(rng: random.Random, n: int) -> list[Profile]:
+    """Profiles of every kind. The marketers' facts are drawn from a generator of their
+    own, so the other facts, and the events, are the same as without them."""
+    extra = random.Random(SEED + 1)
     profiles = []
     for _ in range(n):
         orders = rng.choices([0, 1, 2, 4, 12], weights=[30, 20, 20, 20, 10])[0]
-        spent = Decimal(sum(rng.randrange(1500, 30000) for _ in range(orders))) / 100
+        cents = [rng.randrange(1500, 30000) for _ in range(orders)]
+        spent = Decimal(sum(cents)) / 100
+        # Days since each order: most recent, some years ago.
+        ages = [min(900, int(extra.expovariate(1 / 120))) for _ in range(orders)]
         scored = orders and rng.random() < 0.7
         consent = rng.choices([{"marketing": True}, {"marketing": False}, {}], [55, 15, 30])[0]
         profiles.append(
@@ -259,6 +280,16 @@ def make_profiles(rng: random.Random, n: int) -> list[Profile]:
                 first_order_at=NOW - timedelta(days=rng.randrange(30, 900)) if orders else None,
                 last_order_at=NOW - timedelta(days=rng.randrange(0, 30)) if orders else None,
                 last_seen_at=NOW - timedelta(minutes=rng.randrange(1, 600)),
+                orders_in=tuple(sum(1 for a in ages if a <= d) for d in WINDOW_DAYS),
+                spent_in=tuple(
+                    float(Decimal(sum(c for c, a in zip(cents, ages, strict=True) if a <= d)) / 100)
+                    for d in WINDOW_DAYS
+                ),
+                discount_orders=sum(1 for _ in range(orders) if extra.random() < 0.5),
+                categories_viewed=tuple(sorted(extra.sample(CATEGORIES, extra.randrange(4)))),
+                categories_bought=tuple(
+                    sorted(extra.sample(CATEGORIES, min(orders, extra.randrange(3))))
+                ),
                 rfm=(
                     (rng.randint(1, 5), rng.randint(1, 5), rng.randint(1, 5))
                     if scored
@@ -329,7 +360,10 @@ def make_event(rng: random.Random, i: int, profile: Profile) -> tuple[TriggerEve
 
 
 def make_messages(
-    rulesets: list[CompiledRuleset], raw_names: dict[str, str], store: AnswerStore
+    rulesets: list[CompiledRuleset],
+    extra: dict[str, CompiledRuleset],
+    raw_names: dict[str, str],
+    store: AnswerStore,
 ) -> list[Message]:
     rng = random.Random(SEED)
     profiles = make_profiles(rng, max(1, MESSAGES // 4))
@@ -369,6 +403,10 @@ def make_messages(
                 answers=answers,
                 tree=tree,
                 matches=matches,
+                plus={
+                    name: matches + ([(file, {})] if file.by_trigger.get(trigger) else [])
+                    for name, file in extra.items()
+                },
                 raw=raw,
                 flat=flat,
                 zen_keys=[r.name for r, _ in matches],
@@ -492,6 +530,9 @@ def pin() -> int | None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.rules", description=__doc__)
+    parser.add_argument("--reads", action="store_true", help="and the profile reads, on a database")
+    args = parser.parse_args()
     cpu = pin()
     engine = Engine()
     loaded = load_directory(RULES)
@@ -503,7 +544,10 @@ def main() -> None:
     check_coverage(rulesets)
     host, raw_names = raw_host(rulesets)
     store = AnswerStore()
-    messages = make_messages(rulesets, raw_names, store)
+    extra = {
+        name: engine.compile(load_source(f"{name}.yaml", text)) for name, text in FILES.items()
+    }
+    messages = make_messages(rulesets, extra, raw_names, store)
 
     tables = {name: jdm(rows) for name, rows in ZEN_TABLES.items()}
     tables[ALL_RULES] = jdm([row for rows in ZEN_TABLES.values() for row in rows])
@@ -517,17 +561,30 @@ def main() -> None:
             fired += engine.match(ruleset, trigger=m.trigger, facts=m.tree, history=history)
         return fired
 
-    def evaluate(m: Message) -> list[evaluator.Outcome]:
+    def evaluate(m: Message, *, files: list[CompiledRuleset] = rulesets) -> list[evaluator.Outcome]:
         store.answers = m.answers
         return evaluator.evaluate(
             engine=engine,
-            rulesets=rulesets,
+            rulesets=files,
             event=m.event,
             profile=m.profile,
             store=store,
             now=NOW,
             consent_defaults=CONSENT_DEFAULTS,
         )
+
+    def match_plus(name: str) -> Callable[[Message], list[str]]:
+        def run(m: Message) -> list[str]:
+            fired: list[str] = []
+            for ruleset, history in m.plus[name]:
+                fired += engine.match(ruleset, trigger=m.trigger, facts=m.tree, history=history)
+            return fired
+
+        return run
+
+    def evaluate_plus(name: str) -> Callable[[Message], list[evaluator.Outcome]]:
+        files = [*rulesets, extra[name]]
+        return lambda m: evaluate(m, files=files)
 
     def raw(m: Message) -> list[str]:
         fired = host.fired = []
@@ -604,6 +661,8 @@ def main() -> None:
         raise SystemExit(
             f"{len(disagreements)} disagreements, for example:\n" + "\n".join(disagreements[:10])
         )
+    for name in FILES:
+        check_file(name, messages, match_plus(name), evaluate_plus(name))
 
     results = measure(
         {
@@ -613,6 +672,16 @@ def main() -> None:
             "zen-engine, one table (ZenEngine.evaluate)": zen_all,
             "zen-engine, a table per file": zen_per_file,
             "zen-engine, one table (ZenDecision.evaluate)": zen_decision_evaluate,
+            "Engine.match, and a file on older facts": match_plus(LIKE),
+            "Engine.match, and the same on the new facts": match_plus(FACTS),
+            "evaluator.evaluate, and a file on older facts": evaluate_plus(LIKE),
+            "evaluator.evaluate, and the same on the new facts": evaluate_plus(FACTS),
+            "Profile.facts, as before the new facts": lambda m: facts_before(
+                m.profile, now=NOW, consent_defaults=CONSENT_DEFAULTS
+            ),
+            "Profile.facts, with the new facts": lambda m: m.profile.facts(
+                now=NOW, consent_defaults=CONSENT_DEFAULTS
+            ),
         },
         messages,
     )
@@ -626,6 +695,22 @@ def main() -> None:
     full = results[2]
     verdict = "met" if full.rate >= TARGET else "NOT met"
     print(f"evaluator.evaluate: {full.rate:,.0f}/s on one core, target {TARGET:,}/s: {verdict}")
+    like, facts = results[8], results[9]
+    verdict = "met" if facts.rate >= TARGET else "NOT met"
+    print(
+        f"evaluator.evaluate with the rules on the new facts: {facts.rate:,.0f}/s, "
+        f"{facts.rate / like.rate:.2f} of the same rules on older facts, "
+        f"{facts.rate / full.rate:.2f} of the shipped files alone; target {TARGET:,}/s: {verdict}"
+    )
+    before, after = results[10], results[11]
+    print(
+        f"a profile's facts, which every evaluation builds: {after.p50_us:.1f} µs (median), "
+        f"{before.p50_us:.1f} µs before the new facts"
+    )
+    if args.reads:
+        from bench import facts_reads
+
+        facts_reads.main()
 
 
 if __name__ == "__main__":

@@ -443,6 +443,7 @@ def raw_reads(libpq: str, compiled: Any) -> dict[str, float]:
     """The reads of a pass, each as one query over every customer, every row fetched:
     seconds per query."""
     from service.language.segments import window_bounds
+    from service.profiles.facts import PROFILE_SELECT, profile_joins
     from service.settings import get_settings
 
     now = datetime.now(UTC)
@@ -452,22 +453,16 @@ def raw_reads(libpq: str, compiled: Any) -> dict[str, float]:
         condition = "type = %s AND occurred_at >= %s" + (" AND name = %s" if name else "")
         columns.append(f"count(*) FILTER (WHERE {condition})")
         params += [type_, since, *([name] if name else [])]
-    queries: dict[str, tuple[str, list[Any]]] = {
+    queries: dict[str, tuple[str, Any]] = {
         "customers in id order": (
             "SELECT id FROM customers WHERE merged_into_id IS NULL ORDER BY id",
             [],
         ),
-        "profiles (with spend and segments)": (
-            "SELECT c.id, c.orders_count, c.first_order_at, c.last_order_at, c.last_seen_at, "
-            "c.rfm_recency, c.rfm_frequency, c.rfm_monetary, c.traits, "
-            "coalesce(s.total_spent, 0) AS total_spent, "
-            "coalesce((SELECT array_agg(m.segment ORDER BY m.segment) "
-            "          FROM segment_memberships AS m "
-            "          WHERE m.customer_id = c.id AND m.exited_at IS NULL), '{}') "
-            "FROM customers AS c LEFT JOIN customer_spend AS s "
-            "  ON s.customer_id = c.id AND s.currency = %s "
-            "WHERE c.merged_into_id IS NULL",
-            [get_settings().shop_currency],
+        "profiles (with spend, order windows and segments)": (
+            f"SELECT {PROFILE_SELECT} FROM customers AS c"
+            + profile_joins(now="now()", currency="%(currency)s")
+            + " WHERE c.merged_into_id IS NULL",
+            {"currency": get_settings().shop_currency},
         ),
         "window counts, grouped by customer": (
             f"SELECT customer_id, {', '.join(columns)} FROM events "

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from service.language.facts import Profile
-from service.profiles.facts import profile_from_row
+from service.profiles.facts import PROFILE_SELECT, profile_from_row, profile_joins
 
 
 def open_pool(*, url: str, budget_ms: int, size: int) -> AsyncConnectionPool[AsyncConnection[Any]]:
@@ -62,10 +62,11 @@ class Snapshot:
 
 
 # One statement: the active deployment, and the customer (by id or identity, followed
-# through a merge) with their spend, segments and unexpired inbox entries for placements
-# (all of them: one snapshot serves any request for the customer, see reader.py).
+# through a merge) with their profile facts (spend, orders and spend in the windows that
+# end now, segments) and unexpired inbox entries for placements (all of them: one
+# snapshot serves any request for the customer, see reader.py).
 _SNAPSHOT = (
-    "WITH ref AS ("
+    "WITH ref AS ("  # noqa: S608 (constant text)
     "  SELECT %(customer_id)s::uuid AS id WHERE %(customer_id)s::uuid IS NOT NULL"
     "  UNION ALL"
     "  SELECT customer_id FROM identities WHERE kind = %(kind)s AND value = %(value)s"
@@ -73,11 +74,7 @@ _SNAPSHOT = (
     "), target AS ("
     "  SELECT coalesce(c.merged_into_id, c.id) AS id FROM customers AS c JOIN ref ON c.id = ref.id"
     ") "
-    "SELECT d.deployment_id, c.id, c.orders_count, c.first_order_at, c.last_order_at,"
-    " c.last_seen_at, c.rfm_recency, c.rfm_frequency, c.rfm_monetary, c.traits,"
-    " coalesce(s.total_spent, 0) AS total_spent,"
-    " coalesce((SELECT array_agg(m.segment ORDER BY m.segment) FROM segment_memberships AS m"
-    "   WHERE m.customer_id = c.id AND m.exited_at IS NULL), '{}') AS segments,"
+    "SELECT d.deployment_id, " + PROFILE_SELECT + ","
     " coalesce((SELECT json_agg(json_build_object('id', x.id, 'kind', x.kind, 'name', x.name,"
     "   'placement', x.placement, 'params', x.params, 'expires_at', x.expires_at)"
     "   ORDER BY x.created_at DESC, x.id DESC) FROM inbox_items AS x"
@@ -85,8 +82,7 @@ _SNAPSHOT = (
     "   AND x.placement IS NOT NULL), '[]') AS inbox "
     "FROM (SELECT max(id) AS deployment_id FROM rule_deployments WHERE status = 'active') AS d"
     " LEFT JOIN target AS t ON true"
-    " LEFT JOIN customers AS c ON c.id = t.id"
-    " LEFT JOIN customer_spend AS s ON s.customer_id = c.id AND s.currency = %(currency)s"
+    " LEFT JOIN customers AS c ON c.id = t.id" + profile_joins(now="now()", currency="%(currency)s")
 )
 
 _KEY = "SELECT scopes FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL"

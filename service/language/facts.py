@@ -42,15 +42,25 @@ STANDARD_TRAITS = frozenset(
     }
 )
 
-# Computed on every event, or by the scheduled RFM job.
+# Orders and spend are also given over the last 30, 90 and 365 days.
+WINDOW_DAYS = (30, 90, 365)
+
+# Computed on every event, at the evaluation (the windows), or by the scheduled RFM job.
 PROFILE_FACTS = frozenset(
     {
         "orders_count",
         "total_spent",
+        "clv",
         "average_order_value",
         "days_since_first_order",
         "days_since_last_order",
         "days_since_last_seen",
+        *(f"orders_{days}d" for days in WINDOW_DAYS),
+        *(f"spent_{days}d" for days in WINDOW_DAYS),
+        "discount_orders",
+        "discount_share",
+        "categories_viewed",
+        "categories_bought",
         "rfm_recency",
         "rfm_frequency",
         "rfm_monetary",
@@ -141,7 +151,12 @@ def lookup(facts: dict[str, Any], path: str) -> Any:
 
 @dataclass(frozen=True)
 class Profile:
-    """A customer as rules see them; `total_spent` is in the shop's currency."""
+    """A customer as rules see them; money (`total_spent`, `spent_in`) is in the shop's
+    currency. `orders_in` and `spent_in` are the orders placed, and their total less
+    refunds, in each of the last WINDOW_DAYS days before the moment the profile was read
+    for (an evaluation reads its profiles at its own `now`). The totals are summed
+    exactly by the database and given as numbers to compare, converted once there rather
+    than at each evaluation."""
 
     customer_id: uuid.UUID | None = None
     orders_count: int = 0
@@ -149,21 +164,34 @@ class Profile:
     first_order_at: datetime | None = None
     last_order_at: datetime | None = None
     last_seen_at: datetime | None = None
+    orders_in: tuple[int, ...] = (0,) * len(WINDOW_DAYS)
+    spent_in: tuple[float, ...] = (0.0,) * len(WINDOW_DAYS)
+    discount_orders: int = 0
+    categories_viewed: tuple[str, ...] = ()
+    categories_bought: tuple[str, ...] = ()
     rfm: tuple[int | None, int | None, int | None] = (None, None, None)
     traits: dict[str, Any] = field(default_factory=dict)
     segments: tuple[str, ...] = ()
     consent: dict[str, bool] = field(default_factory=dict)
 
     def facts(self, *, now: datetime, consent_defaults: dict[str, bool]) -> dict[str, Any]:
-        average = self.total_spent / self.orders_count if self.orders_count else None
-        return {
-            "orders_count": self.orders_count,
-            # Compared as numbers only; money is never computed with floats.
-            "total_spent": float(self.total_spent),
-            "average_order_value": float(round(average, 2)) if average is not None else None,
+        """The facts, built for every evaluation: kept cheap."""
+        count = self.orders_count
+        # Compared as numbers only; money is never computed with floats.
+        spent = float(self.total_spent)
+        facts = {
+            "orders_count": count,
+            "total_spent": spent,
+            # Historic lifetime value: what the customer has spent, less refunds.
+            "clv": spent,
+            "average_order_value": float(round(self.total_spent / count, 2)) if count else None,
             "days_since_first_order": _days(now, self.first_order_at),
             "days_since_last_order": _days(now, self.last_order_at),
             "days_since_last_seen": _days(now, self.last_seen_at),
+            "discount_orders": self.discount_orders,
+            "discount_share": self.discount_orders / count if count else None,
+            "categories_viewed": list(self.categories_viewed),
+            "categories_bought": list(self.categories_bought),
             "rfm_recency": self.rfm[0],
             "rfm_frequency": self.rfm[1],
             "rfm_monetary": self.rfm[2],
@@ -171,6 +199,13 @@ class Profile:
             "consent": {**consent_defaults, **self.consent},
             "traits": self.traits,
         }
+        facts.update(zip(_ORDERS_KEYS, self.orders_in, strict=True))
+        facts.update(zip(_SPENT_KEYS, self.spent_in, strict=True))
+        return facts
+
+
+_ORDERS_KEYS = tuple(f"orders_{days}d" for days in WINDOW_DAYS)
+_SPENT_KEYS = tuple(f"spent_{days}d" for days in WINDOW_DAYS)
 
 
 def _days(now: datetime, then: datetime | None) -> int | None:

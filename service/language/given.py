@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from service.language.facts import PROFILE_FACTS
+from service.language.facts import Profile
 from service.language.schema import TestProfile
 
 START = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)  # a Monday morning; any fixed instant would do
@@ -20,10 +20,15 @@ class GivenProfile:
     profile: TestProfile
 
     def facts(self, *, now: datetime, consent_defaults: dict[str, bool]) -> dict[str, Any]:
+        """The facts given, over those of a customer with no orders and no views (every
+        count and amount 0, lists empty, the rest missing), as the service has them."""
         given = self.profile.model_dump(exclude={"traits", "segments", "consent"})
+        # Two names of one amount: giving either gives both.
+        for one, other in (("total_spent", "clv"), ("clv", "total_spent")):
+            if one in given:
+                given.setdefault(other, given[one])
         return {
-            **dict.fromkeys(PROFILE_FACTS),
-            "orders_count": 0,
+            **Profile().facts(now=now, consent_defaults=consent_defaults),
             **given,
             "segments": self.profile.segments,
             "consent": {**consent_defaults, **self.profile.consent},

@@ -41,6 +41,7 @@ def apply(session: Session, events: Sequence[tuple[PendingEvent, uuid.UUID]]) ->
     ordered = sorted(events, key=lambda pair: pair[0].occurred_at)
     seen: dict[uuid.UUID, datetime] = {}
     views: dict[tuple[uuid.UUID, str], tuple[int, datetime]] = {}
+    categories: dict[uuid.UUID, set[str]] = defaultdict(set)
     orders: list[dict[str, Any]] = []
     traits: dict[uuid.UUID, list[PendingEvent]] = defaultdict(list)
 
@@ -53,11 +54,16 @@ def apply(session: Session, events: Sequence[tuple[PendingEvent, uuid.UUID]]) ->
         ):
             count, _ = views.get((customer, str(product)), (0, event.occurred_at))
             views[(customer, str(product))] = (count + 1, event.occurred_at)
+        if event.name == EventName.PRODUCT_VIEWED and (
+            category := category_of(event.properties.get("category"))
+        ):
+            categories[customer].add(category)
         if row := _order_row(event, customer):
             orders.append(row)
 
     effects_repository.touch_last_seen(session, seen)
     effects_repository.add_product_views(session, views)
+    effects_repository.add_viewed_categories(session, categories)
     if traits:
         _apply_traits(session, traits)
     if orders:
@@ -78,6 +84,13 @@ def _apply_traits(session: Session, by_customer: dict[uuid.UUID, list[PendingEve
                     values[trait], times[trait] = value, at
         customer.traits, customer.trait_times = values, times
 
+
+# Events that carry the order itself (its products, discount): a refund's products are
+# the refunded lines only.
+_ORDER_CONTENT = frozenset(
+    {EventName.ORDER_COMPLETED, EventName.ORDER_UPDATED, EventName.ORDER_CANCELLED}
+)
+MAX_CATEGORY = 100  # characters kept of a category name
 
 _ORDER_STATUS: dict[str, str] = {
     EventName.ORDER_COMPLETED: "completed",
@@ -109,7 +122,41 @@ def _order_row(event: PendingEvent, customer: uuid.UUID) -> dict[str, Any] | Non
         "placed_at": event.occurred_at if event.name == EventName.ORDER_COMPLETED else None,
         "refunded": refund if not props.get("cumulative") else Decimal(0),
         "refunded_cumulative": refund if props.get("cumulative") else Decimal(0),
+        "discounted": order_discounted(props) if event.name in _ORDER_CONTENT else None,
+        "categories": order_categories(props) if event.name in _ORDER_CONTENT else None,
     }
+
+
+def order_discounted(props: dict[str, Any]) -> bool | None:
+    """Whether the order used a discount: an amount above 0 (`discount`, as every
+    platform's mapping and the Segment spec give it) or a coupon code (`coupon`). None
+    when the event says neither, so that an update without them keeps what was known."""
+    if "discount" not in props and "coupon" not in props:
+        return None
+    amount = money(props.get("discount"))
+    coupon = props.get("coupon")
+    return bool(amount and amount > 0) or (isinstance(coupon, str) and bool(coupon.strip()))
+
+
+def order_categories(props: dict[str, Any]) -> list[str] | None:
+    """The categories of the order's products (Segment spec: `products[].category`),
+    None when the event lists no products."""
+    products = props.get("products")
+    if not isinstance(products, list):
+        return None
+    found = {
+        category
+        for product in products
+        if isinstance(product, dict) and (category := category_of(product.get("category")))
+    }
+    return sorted(found)
+
+
+def category_of(value: Any) -> str | None:
+    """A category as sent (compared exactly, case included), blanks around it dropped."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value.strip()[:MAX_CATEGORY]
 
 
 def money(value: Any) -> Decimal | None:

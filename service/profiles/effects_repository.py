@@ -52,12 +52,41 @@ def add_product_views(
     )
 
 
+# A profile keeps at most this many categories viewed and bought: a storefront sending a
+# category per product cannot grow a profile row without bound.
+MAX_CATEGORIES = 200
+
+
+def add_viewed_categories(session: Session, categories: dict[uuid.UUID, set[str]]) -> None:
+    """Add categories to what each customer has viewed. A row already holding them all
+    (most views) is not written."""
+    if not categories:
+        return
+    session.execute(
+        text(
+            "UPDATE customers AS c SET categories_viewed = ARRAY("
+            "  SELECT DISTINCT x FROM unnest(c.categories_viewed || v.categories) AS x"
+            "  ORDER BY x LIMIT :cap) "
+            "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(id uuid, categories text[]) "
+            "WHERE c.id = v.id AND NOT v.categories <@ c.categories_viewed "
+            "AND cardinality(c.categories_viewed) < :cap"
+        ),
+        {
+            "rows": json_document(
+                [{"id": c, "categories": sorted(found)} for c, found in sorted(categories.items())]
+            ),
+            "cap": MAX_CATEGORIES,
+        },
+    )
+
+
 _UPSERT_ORDER = text(
     """
     INSERT INTO orders (source, order_id, customer_id, status, status_at, currency, total,
-                        placed_at, refunded, refunded_cumulative)
+                        placed_at, refunded, refunded_cumulative, discounted, categories)
     VALUES (:source, :order_id, :customer_id, :status, :status_at, :currency, :total,
-            :placed_at, :refunded, :refunded_cumulative)
+            :placed_at, :refunded, :refunded_cumulative, :discounted,
+            CAST(:categories AS text[]))
     ON CONFLICT (source, order_id) DO UPDATE SET
       -- The newest status wins, but a generic update or a refund never undoes a
       -- cancellation (platforms send an update beside the cancellation itself).
@@ -71,6 +100,12 @@ _UPSERT_ORDER = text(
       currency = CASE WHEN excluded.currency IS NOT NULL
                        AND (excluded.status_at >= orders.status_at OR orders.currency IS NULL)
                       THEN excluded.currency ELSE orders.currency END,
+      discounted = CASE WHEN excluded.discounted IS NOT NULL
+                         AND (excluded.status_at >= orders.status_at OR orders.discounted IS NULL)
+                        THEN excluded.discounted ELSE orders.discounted END,
+      categories = CASE WHEN excluded.categories IS NOT NULL
+                         AND (excluded.status_at >= orders.status_at OR orders.categories IS NULL)
+                        THEN excluded.categories ELSE orders.categories END,
       placed_at = COALESCE(orders.placed_at, excluded.placed_at),
       refunded = orders.refunded + excluded.refunded,
       refunded_cumulative = GREATEST(orders.refunded_cumulative, excluded.refunded_cumulative),
@@ -106,23 +141,32 @@ _RECOMPUTE_SPEND = text(
             SELECT 1 FROM agg WHERE agg.customer_id = cs.customer_id
                               AND agg.currency = cs.currency))
     UPDATE customers AS c
-    SET orders_count = coalesce(o.n, 0), first_order_at = o.first_at, last_order_at = o.last_at
+    SET orders_count = coalesce(o.n, 0), first_order_at = o.first_at, last_order_at = o.last_at,
+        discount_orders = coalesce(o.discounted, 0),
+        categories_bought = coalesce(k.categories[1:CAST(:cap AS int)], '{}')
     FROM unnest(CAST(:ids AS uuid[])) AS x(id)
     LEFT JOIN (
-        SELECT customer_id, count(*) AS n, min(placed_at) AS first_at, max(placed_at) AS last_at
+        SELECT customer_id, count(*) AS n, min(placed_at) AS first_at, max(placed_at) AS last_at,
+               count(*) FILTER (WHERE discounted) AS discounted
         FROM orders WHERE customer_id = ANY(:ids) AND status <> 'cancelled'
         GROUP BY customer_id) AS o ON o.customer_id = x.id
+    LEFT JOIN (
+        SELECT o.customer_id, array_agg(DISTINCT u.category ORDER BY u.category) AS categories
+        FROM orders AS o CROSS JOIN LATERAL unnest(o.categories) AS u(category)
+        WHERE o.customer_id = ANY(:ids) AND o.status <> 'cancelled'
+        GROUP BY o.customer_id) AS k ON k.customer_id = x.id
     WHERE c.id = x.id
     """
 )
 
 
 def recompute_spend(session: Session, customer_ids: Iterable[uuid.UUID]) -> None:
-    """Orders count, money per currency and first/last order, from the orders table (one
-    statement: the spend rows of these customers are upserted, stale ones removed)."""
+    """Orders count, money per currency, first/last order, orders with a discount and the
+    categories bought, from the orders table (one statement: the spend rows of these
+    customers are upserted, stale ones removed)."""
     ids = sorted(set(customer_ids))
     if ids:
-        session.execute(_RECOMPUTE_SPEND, {"ids": ids})
+        session.execute(_RECOMPUTE_SPEND, {"ids": ids, "cap": MAX_CATEGORIES})
 
 
 # RFM scores from 1 to 5 by the share of customers with a strictly lower value:

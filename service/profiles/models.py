@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -21,7 +22,7 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base
@@ -45,6 +46,12 @@ class Customer(Base):
     first_order_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_order_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Orders that used a discount (cancelled ones left out), the categories of the
+    # products in them, and the categories of the products viewed: kept current on every
+    # event, so rules, segments and decisions read them with the profile's row.
+    discount_orders: Mapped[int] = mapped_column(Integer, server_default="0")
+    categories_bought: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    categories_viewed: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
     # RFM quintiles (1-5), recomputed by a scheduled job across the customer base.
     rfm_recency: Mapped[int | None] = mapped_column(SmallInteger)
     rfm_frequency: Mapped[int | None] = mapped_column(SmallInteger)
@@ -99,6 +106,10 @@ class Order(Base):
     refunded: Mapped[Decimal] = mapped_column(MONEY, server_default="0")
     refunded_cumulative: Mapped[Decimal] = mapped_column(MONEY, server_default="0")
     placed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Whether it used a discount (a discount amount above 0 or a coupon), and the
+    # categories of its products, as its newest event with products says.
+    discounted: Mapped[bool | None] = mapped_column(Boolean)
+    categories: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     # occurred_at of the event whose status is current.
     status_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from service.db import advisory_xact_locks, json_document
 from service.events.identity import IdentityKey, is_strong
 from service.events.models import Event
-from service.profiles.effects_repository import recompute_spend
+from service.profiles.effects_repository import MAX_CATEGORIES, recompute_spend
 from service.profiles.models import (
     Customer,
     CustomerSpend,
@@ -194,9 +194,12 @@ def merge(
     winner_row.last_seen_at = max(
         (t for t in (winner_row.last_seen_at, loser_row.last_seen_at) if t), default=None
     )
+    viewed = set(winner_row.categories_viewed) | set(loser_row.categories_viewed)
+    winner_row.categories_viewed = sorted(viewed)[:MAX_CATEGORIES]
     loser_row.merged_into_id = winner
     session.flush()
-    recompute_spend(session, [winner])  # the loser's orders now count for the winner
+    # The loser's orders now count for the winner (spend, discounts, categories bought).
+    recompute_spend(session, [winner])
     record_merge(
         session,
         winner=winner,

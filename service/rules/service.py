@@ -124,7 +124,7 @@ def evaluate_pending(
     loop = _loop(session, active, act=act, now=now)
 
     def evaluate_all(batch: Sequence[Event]) -> None:
-        profiles = _profiles(session, {e.customer_id for e in batch if e.customer_id})
+        profiles = _profiles(session, {e.customer_id for e in batch if e.customer_id}, now=now)
         for event in batch:
             trigger = trigger_of(event)
             loop.evaluate(trigger, profiles(trigger.customer_id))
@@ -141,9 +141,12 @@ def evaluate_pending(
     return len(events)
 
 
-def _profiles(session: Session, customers: set[uuid.UUID]) -> Callable[[uuid.UUID], Profile]:
-    """These customers' profile facts, read at once (an erased one: an empty profile)."""
-    found = profile_facts.read(session, customers, currency=get_settings().shop_currency)
+def _profiles(
+    session: Session, customers: set[uuid.UUID], *, now: datetime
+) -> Callable[[uuid.UUID], Profile]:
+    """These customers' profile facts as of `now`, read at once (an erased one: an empty
+    profile)."""
+    found = profile_facts.read(session, customers, currency=get_settings().shop_currency, now=now)
     return lambda customer: found.get(customer) or Profile(customer_id=customer)
 
 
@@ -182,7 +185,7 @@ def run_due(session: Session, *, act: Act, limit: int = 500, now: datetime | Non
     loop = _loop(session, active, act=act, now=now)
 
     def decide_all(batch: Sequence[RuleFiring]) -> None:
-        profiles = _profiles(session, {f.customer_id for f in batch})
+        profiles = _profiles(session, {f.customer_id for f in batch}, now=now)
         for firing in batch:
             loop.decide(firing, profiles(firing.customer_id))
 

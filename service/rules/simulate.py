@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
@@ -48,10 +48,13 @@ def replay(
     clock = SetClock(since)
     acted: dict[str, set[uuid.UUID]] = defaultdict(set)
     profiles: dict[uuid.UUID, Profile] = {}
+    read_at = datetime.now(UTC)  # profiles as they are now, their windows too
 
     def profile_of(customer: uuid.UUID) -> Profile:
         if customer not in profiles:
-            found = profile_facts.read(session, [customer], currency=settings.shop_currency)
+            found = profile_facts.read(
+                session, [customer], currency=settings.shop_currency, now=read_at
+            )
             profiles[customer] = found.get(customer) or Profile(customer_id=customer)
         return profiles[customer]
 

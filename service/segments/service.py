@@ -114,7 +114,7 @@ def matching(
     """The segments of `compiled` each customer is in as of `now` (customers without a
     profile left out): one read of their facts and one of their window counts."""
     settings = get_settings()
-    profiles = profile_facts.read(session, customers, currency=settings.shop_currency)
+    profiles = profile_facts.read(session, customers, currency=settings.shop_currency, now=now)
     bounds = window_bounds(compiled.windows, now=now)
     counts = history.window_counts(session, customers, bounds) if bounds else {}
     return {

@@ -26,7 +26,8 @@ import orjson
 
 from service.events.canonical import Identifiers
 from service.events.identity import CONTACT_KINDS, IdentityKey, keys_for
-from service.profiles.effects import money
+from service.profiles.effects import category_of, money, order_categories, order_discounted
+from service.profiles.effects_repository import MAX_CATEGORIES
 from service.synthetic import behaviour, population
 from service.synthetic.behaviour import Act
 from service.synthetic.catalogue import Catalogue
@@ -44,12 +45,12 @@ REFUSED = "the event names another id of the same kind"
 # sequences, created_at and received_at the load's transaction time).
 COLUMNS = {
     "customers": "id, traits, trait_times, orders_count, first_order_at, last_order_at, "
-    "last_seen_at",
+    "last_seen_at, discount_orders, categories_bought, categories_viewed",
     "identities": "customer_id, kind, value, encrypted",
     "events": "source, message_id, customer_id, type, name, occurred_at, properties, context, "
     "evaluated_at",
     "orders": "source, order_id, customer_id, status, currency, total, refunded, "
-    "refunded_cumulative, placed_at, status_at",
+    "refunded_cumulative, placed_at, status_at, discounted, categories",
     "customer_spend": "customer_id, currency, orders_count, total_spent",
     "product_views": "customer_id, product_id, views, last_viewed_at",
     "profile_merges": "winner_id, loser_id, outcome, reason, source, message_id",
@@ -70,6 +71,18 @@ def _json(value: Any) -> str:
 
 def _time(at: datetime | None) -> str:
     return at.isoformat() if at is not None else NULL
+
+
+def _array(values: list[str] | None) -> str:
+    """A text[] in COPY text format: each element double-quoted (a backslash or a quote
+    in it escaped for the array), then escaped for COPY as a whole."""
+    if values is None:
+        return NULL
+    quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    literal = "{" + ",".join(quoted) + "}"
+    for raw, escaped in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")):
+        literal = literal.replace(raw, escaped)
+    return literal
 
 
 def identity_line(customer: str, key: IdentityKey) -> str:
@@ -165,6 +178,7 @@ class Generator:
         times: dict[str, str] = {}
         orders: dict[str, dict[str, Any]] = {}
         views: dict[str, tuple[int, datetime]] = {}
+        viewed: set[str] = set()
         known, identify = False, None
         for act in acts:  # in time order, as resolution applies them
             event = segment_event(act, currency=self.model.currency)
@@ -184,9 +198,12 @@ class Generator:
                 for trait, value in properties.items():
                     if stamp >= times.get(trait, ""):
                         traits[trait], times[trait] = value, stamp
-            elif name == EventName.PRODUCT_VIEWED and (product := properties.get("product_id")):
-                count, _ = views.get(str(product), (0, at))
-                views[str(product)] = (count + 1, at)
+            elif name == EventName.PRODUCT_VIEWED:
+                if product := properties.get("product_id"):
+                    count, _ = views.get(str(product), (0, at))
+                    views[str(product)] = (count + 1, at)
+                if category := category_of(properties.get("category")):
+                    viewed.add(category)
             elif name in (EventName.ORDER_COMPLETED, EventName.ORDER_REFUNDED) and properties.get(
                 "order_id"
             ):
@@ -194,17 +211,21 @@ class Generator:
         last_seen = max(act.at for act in acts)
         self._identities(out, cid, customer, known=known, identify=identify, orders=orders)
         placed = [o["placed_at"] for o in orders.values() if o["placed_at"] is not None]
+        bought = sorted({c for o in orders.values() for c in o["categories"] or ()})
         out.text["customers"].append(
             f"{cid}\t{_json(traits)}\t{_json(times)}\t{len(orders)}\t"
             f"{_time(min(placed, default=None))}\t{_time(max(placed, default=None))}\t"
-            f"{_time(last_seen)}\n"
+            f"{_time(last_seen)}\t{sum(1 for o in orders.values() if o['discounted'])}\t"
+            f"{_array(bought[:MAX_CATEGORIES])}\t{_array(sorted(viewed)[:MAX_CATEGORIES])}\n"
         )
         spend: dict[str, list[Any]] = {}
         for order_id, o in sorted(orders.items()):
             out.text["orders"].append(
                 f"{SOURCE}\t{order_id}\t{cid}\t{o['status']}\t{o['currency'] or NULL}\t"
                 f"{NULL if o['total'] is None else o['total']}\t{o['refunded']}\t0\t"
-                f"{_time(o['placed_at'])}\t{_time(o['status_at'])}\n"
+                f"{_time(o['placed_at'])}\t{_time(o['status_at'])}\t"
+                f"{NULL if o['discounted'] is None else 't' if o['discounted'] else 'f'}\t"
+                f"{_array(o['categories'])}\n"
             )
             if o["currency"]:
                 totals = spend.setdefault(o["currency"], [0, Decimal(0)])
@@ -261,7 +282,8 @@ def _order(
     orders: dict[str, dict[str, Any]], name: str, props: dict[str, Any], at: datetime
 ) -> None:
     """An order event applied as `profiles.effects_repository.upsert_orders` does: the newest
-    status wins, a refund's amount adds to `refunded` and keeps the order's total."""
+    status wins, a refund's amount adds to `refunded` and keeps the order's total, its
+    discount and its categories."""
     amount = money(props.get("total", props.get("revenue")))
     currency = str(props["currency"]).upper()[:3] if props.get("currency") else None
     refund = name == EventName.ORDER_REFUNDED
@@ -274,9 +296,18 @@ def _order(
             "total": None,
             "placed_at": None,
             "refunded": Decimal(0),
+            "discounted": None,
+            "categories": None,
         },
     )
     newer = at >= row["status_at"]
+    if not refund:
+        for key, value in (
+            ("discounted", order_discounted(props)),
+            ("categories", order_categories(props)),
+        ):
+            if value is not None and (newer or row[key] is None):
+                row[key] = value
     if newer or row["status"] is None:
         row["status"] = "refunded" if refund else "completed"
     if not refund and amount is not None and (newer or row["total"] is None):

@@ -200,13 +200,15 @@ def test_a_segment_refresh_runs_over_the_whole_bulk_store(store: Store, service)
 DIGEST = """
 SELECT md5(string_agg(row, E'\\n' ORDER BY row)) FROM (
   SELECT concat_ws('|', 'c', id, traits, trait_times, orders_count, first_order_at,
-                   last_order_at, last_seen_at) AS row FROM customers
+                   last_order_at, last_seen_at, discount_orders, categories_bought,
+                   categories_viewed) AS row FROM customers
   UNION ALL SELECT concat_ws('|', 'i', customer_id, kind, value) FROM identities
   UNION ALL SELECT concat_ws('|', 'e', id, source, message_id, customer_id, type, name,
                              occurred_at, properties, context) FROM events
             WHERE source = 'synthetic' -- a segment refresh adds its own
   UNION ALL SELECT concat_ws('|', 'o', source, order_id, customer_id, status, currency, total,
-                             refunded, refunded_cumulative, placed_at, status_at) FROM orders
+                             refunded, refunded_cumulative, placed_at, status_at, discounted,
+                             categories) FROM orders
   UNION ALL SELECT concat_ws('|', 's', customer_id, currency, orders_count, total_spent)
             FROM customer_spend
   UNION ALL SELECT concat_ws('|', 'v', customer_id, product_id, views, last_viewed_at)
@@ -263,15 +265,16 @@ SNAPSHOT = {
     # Each profile by its anonymous id (every profile holds one); order identities and
     # orders name their source, which differs (api, synthetic).
     "customers": "SELECT k.value, traits, trait_times, orders_count, first_order_at, "
-    "last_order_at, last_seen_at FROM customers c JOIN keys k ON k.customer_id = c.id",
+    "last_order_at, last_seen_at, discount_orders, categories_bought, categories_viewed "
+    "FROM customers c JOIN keys k ON k.customer_id = c.id",
     "identities": "SELECT k.value, i.kind, split_part(i.value, ':', -1) FROM identities i "
     "JOIN keys k ON k.customer_id = i.customer_id WHERE i.kind <> 'phone'",
     "phones": "SELECT value FROM identities WHERE kind = 'phone'",
     "events": "SELECT k.value, message_id, type, name, occurred_at, properties, context "
     "FROM events e JOIN keys k ON k.customer_id = e.customer_id",
     "orders": "SELECT k.value, order_id, status, currency, total, refunded, "
-    "refunded_cumulative, placed_at, status_at FROM orders o JOIN keys k ON k.customer_id = "
-    "o.customer_id",
+    "refunded_cumulative, placed_at, status_at, discounted, categories FROM orders o "
+    "JOIN keys k ON k.customer_id = o.customer_id",
     "spend": "SELECT k.value, currency, orders_count, total_spent FROM customer_spend s "
     "JOIN keys k ON k.customer_id = s.customer_id",
     "views": "SELECT k.value, product_id, views, last_viewed_at FROM product_views v "
@@ -328,6 +331,8 @@ def test_bulk_mode_writes_what_history_mode_leaves_after_intake_and_resolution(
 
     through, written = snapshot(sent), snapshot(loaded)
     assert all(written[name] for name in ("events", "orders", "views", "merges"))
+    # Orders with a discount, categories bought and viewed: there to compare.
+    assert all(any(row[i] for row in written["customers"]) for i in (7, 8, 9))
     assert os.environ.get("IDENTITY_HASH_KEY")  # the same keys hash on both sides
     for name in SNAPSHOT:
         assert written[name] == through[name], name
