@@ -61,7 +61,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     # The rules (service/rules/) begin first, the decision reader compiles with them:
     # the watcher activates edits of the rule files.
-    watcher = RulesWatcher(settings.rules_dir) if settings.rules_watch else None
+    watcher = RulesWatcher(settings.rules_dir) if settings.watch_rules else None
     if watcher:
         watcher.start()
     app.state.decision_log = decision_log = open_log(settings)

@@ -105,9 +105,12 @@ class Settings(BaseSettings):
     segment_refresh_s: float = Field(default=300.0, gt=0)
     segment_batch_size: int = Field(default=1000, ge=1, le=10_000)
 
-    # Rule files (one ruleset per YAML file); the API process activates edits on its own.
+    # Rule files (one ruleset per YAML file). With RULES_WATCH on, the API process
+    # activates every saved edit on its own (hot reload); off, the files on disk are a
+    # draft until `personalize rules publish` (or a reload) activates them. Unset: on
+    # where ENVIRONMENT is `development`, off anywhere else.
     rules_dir: Path = Path("rules")
-    rules_watch: bool = True
+    rules_watch: bool | None = None
     # An event older than this when rules evaluate it triggers nothing (a late delivery
     # of an old cart must not send today's reminder).
     rules_max_event_age_s: int = Field(default=86_400, ge=1)
@@ -171,8 +174,16 @@ class Settings(BaseSettings):
     decision_cache_ttl_s: float = Field(default=1.0, ge=0, le=60)
     decision_cache_size: int = Field(default=50_000, ge=1)
 
-    # Environment name, shown in logs.
+    # Environment name, shown in logs; anything but `development` turns the rules
+    # watcher off unless RULES_WATCH says otherwise.
     environment: str = "development"
+
+    @property
+    def watch_rules(self) -> bool:
+        """Whether the API activates edits of RULES_DIR as they are saved."""
+        if self.rules_watch is not None:
+            return self.rules_watch
+        return self.environment == "development"
 
 
 @lru_cache

@@ -255,12 +255,7 @@ def _prepare(
         name = payload.get("template") or ""
         try:
             template = templates.load(settings.rules_dir, name)
-            context = {
-                "offer": payload,
-                "params": payload.get("params", {}),
-                "profile": {"traits": traits},
-            }
-            subject, text = templates.render(template, context)
+            subject, text = templates.render(template, templates.email_context(payload, traits))
         except templates.TemplateProblem as exc:
             raise _Unsendable(ActionStatus.DEAD, str(exc)) from exc
         return Outgoing(

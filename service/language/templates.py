@@ -72,6 +72,13 @@ def render(template: EmailTemplate, context: dict[str, Any]) -> tuple[str, str]:
     return " ".join(subject.split()), text
 
 
+def email_context(offer: dict[str, Any], traits: dict[str, Any]) -> dict[str, Any]:
+    """What a template sees: the offer action as the rule produced it (`offer.offer` is
+    the code, `offer.expires_at` when it ends), its `params`, and the customer's
+    traits. The same for an email sent and for a preview (`rules render-email`)."""
+    return {"offer": offer, "params": offer.get("params", {}), "profile": {"traits": traits}}
+
+
 GUARDS = frozenset({"default", "d"})  # filters that replace a missing value
 GUARD_TESTS = frozenset({"defined", "undefined"})
 

@@ -1,6 +1,7 @@
 """Changing which rule and segment files are active: reload from a directory and
 rollback, each one committed deployment row (all files or none); a change to the
-segment definitions starts their backfill. What runs: `service.ruleset.runtime`."""
+segment definitions starts their backfill. `rules publish` checks first, then
+activates here (service/rules/publish.py). What runs: `service.ruleset.runtime`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 from service.language import loader
 from service.language.loader import SEGMENT_PREFIX, LoadedRuleset, LoadedSegment
 from service.language.parse import RulesInvalid
+from service.rules import live
 from service.ruleset import repository
 from service.ruleset.models import RuleDeployment
 from service.segments import service as segments
@@ -27,6 +29,8 @@ log = structlog.get_logger(__name__)
 
 
 UNCHANGED = "unchanged"  # a reload of the files already active
+# Reloads nobody asked for: they leave a rollback in place until the files change.
+AUTOMATIC = frozenset({"startup", "watch"})
 
 
 @dataclass(frozen=True)
@@ -47,16 +51,22 @@ def files_hash(directory: Path) -> str:
 
 def reload(session: Session, *, directory: Path, origin: str) -> ReloadResult:
     """Activate the rule files in `directory` if every one is valid; otherwise record
-    the errors and keep the active version. Unchanged files change nothing (several
-    processes may react to the same edit; a rollback holds until the files change)."""
+    the errors and keep the active version. Files that are what is live change nothing.
+
+    Asked for (`cli`, `api`), a reload activates the files whenever they differ from
+    what is live, after a rollback too. At start-up and from the watcher (AUTOMATIC) a
+    rollback holds until the files change (several processes react to one edit, and a
+    restart must not undo a rollback)."""
     repository.lock_deployments(session)
     digest = files_hash(directory)
-    last = repository.latest_deployment(session, from_files=True)
     active_id = repository.active_deployment_id(session)
+    if live.is_live(session, directory=directory, deployment_id=active_id):
+        return ReloadResult(UNCHANGED, active_id, [])
+    last = repository.latest_deployment(session, from_files=True)
     if last is not None and last.files_hash == digest:
         if last.status == DeploymentStatus.REJECTED:  # the same files: the same errors, once
             return ReloadResult(DeploymentStatus.REJECTED, last.id, last.errors)
-        if active_id is not None:
+        if active_id is not None and origin in AUTOMATIC:
             return ReloadResult(UNCHANGED, active_id, [])
     try:
         loaded, segment_files = loader.load_all(directory)
@@ -74,13 +84,13 @@ def reload(session: Session, *, directory: Path, origin: str) -> ReloadResult:
             "rules_rejected", deployment_id=deployment.id, errors=[str(e) for e in exc.errors]
         )
         return ReloadResult(DeploymentStatus.REJECTED, deployment.id, errors)
-    deployment = _activate(
+    deployment = activate(
         session, loaded, segment_files, origin=origin, files_hash=digest, previous=active_id
     )
     return ReloadResult(DeploymentStatus.ACTIVE, deployment.id, [])
 
 
-def _activate(
+def activate(
     session: Session,
     loaded: list[LoadedRuleset],
     segment_files: list[LoadedSegment],
@@ -88,7 +98,11 @@ def _activate(
     origin: str,
     files_hash: str | None,
     previous: int | None,
+    note: str | None = None,
+    summary: dict[str, Any] | None = None,
 ) -> RuleDeployment:
+    """Record the loaded files' versions and make them the active deployment; the
+    caller holds the deployments lock and has checked the files."""
     files: list[LoadedRuleset | LoadedSegment] = [*loaded, *segment_files]
     ids = [
         repository.ensure_version(
@@ -108,6 +122,8 @@ def _activate(
         files_hash=files_hash,
         version_ids=ids,
         errors=[],
+        note=note,
+        summary=summary,
     )
     _segments_changed(session, previous, ids)
     log.info(

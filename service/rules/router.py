@@ -14,9 +14,10 @@ from service.errors import ProblemError, problem_response, problem_responses
 from service.language import loader
 from service.params import id_cursor
 from service.profiles import service as profiles
-from service.rules import deployments, repository
+from service.rules import deployments, live, repository
 from service.rules.schemas import (
     DeploymentOut,
+    FileStateOut,
     FiringOut,
     FiringsPage,
     ReloadOut,
@@ -47,6 +48,7 @@ def _deployment(d: RuleDeployment | None) -> DeploymentOut | None:
         version_ids=d.version_ids,
         errors=d.errors,
         note=d.note,
+        summary=d.summary,
     )
 
 
@@ -94,15 +96,19 @@ def list_rules(session: DbSession, _: Marketer) -> RulesOut:
 
 @router.get("/status", response_model=StatusOut, responses=problem_responses(401, 403, 500))
 def rules_status(session: DbSession, _: Marketer) -> StatusOut:
-    """The active deployment and the newest attempt to change it, with its errors
-    (file, line, what is wrong) when it was rejected (scope `marketer`)."""
+    """The active deployment, the newest attempt to change it, with its errors (file,
+    line, what is wrong) when it was rejected, and the files on disk beside what is live
+    (scope `marketer`)."""
     active_id = deployed.active_deployment_id(session)
     last = deployed.latest_deployment(session)
+    states = live.states(session, directory=get_settings().rules_dir, deployment_id=active_id)
     return StatusOut(
         active=_deployment(deployed.get_deployment(session, active_id) if active_id else None),
         last_attempt=_deployment(last),
         healthy=last is None or last.status == DeploymentStatus.ACTIVE,
         rejected_total=deployed.rejected_count(session),
+        files_live=active_id is not None and all(s.state == live.SAME for s in states),
+        files=[FileStateOut(file=s.file, state=s.state) for s in states],
     )
 
 
@@ -112,8 +118,10 @@ def rules_status(session: DbSession, _: Marketer) -> StatusOut:
     responses=problem_responses(401, 403, 422, 500),
 )
 def reload_rules(session: DbSession, _: Marketer) -> Any:
-    """Read `rules/` and activate it if every file is valid; otherwise 422 with every
-    error, and the active rules keep running (scope `marketer`)."""
+    """Read `rules/` and activate it if every file is valid and differs from what is
+    live (after a rollback too); otherwise 422 with every error, and the active rules
+    keep running (scope `marketer`). `personalize rules publish` also runs the files'
+    tests and a backtest first."""
     result = deployments.reload(session, directory=get_settings().rules_dir, origin="api")
     if result.status == DeploymentStatus.REJECTED:
         # Returned, not raised: the rejected attempt is recorded (committed) for /status.
@@ -133,7 +141,8 @@ def reload_rules(session: DbSession, _: Marketer) -> Any:
 )
 def rollback_rules(body: RollbackIn, session: DbSession, _: Marketer) -> DeploymentOut:
     """Activate an earlier deployment, or an earlier version of one ruleset (scope
-    `marketer`). It holds until the files in `rules/` change again."""
+    `marketer`). The watcher and restarts leave it in place until the files in `rules/`
+    change; a reload or a publish activates the files again."""
     try:
         deployment = deployments.rollback(
             session, deployment_id=body.deployment_id, version_id=body.version_id

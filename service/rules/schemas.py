@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -48,6 +48,17 @@ class DeploymentOut(BaseModel):
     version_ids: list[int]
     errors: list[RuleErrorOut]
     note: str | None
+    summary: dict[str, Any] | None = Field(
+        default=None,
+        description="For `rules publish`: its tests (passed, failed, untested files), the "
+        "changes against the deployment it replaced (`compared_with`), and the backtest "
+        "(period, events, customers per rule with the files and live).",
+    )
+
+
+class FileStateOut(BaseModel):
+    file: str = Field(description="Relative to RULES_DIR, e.g. `segments/vip.yaml`.")
+    state: Literal["same", "changed", "only on disk", "only live"]
 
 
 class StatusOut(BaseModel):
@@ -57,6 +68,14 @@ class StatusOut(BaseModel):
     )
     healthy: bool = Field(description="False while the newest change to the files is rejected.")
     rejected_total: int
+    files_live: bool = Field(
+        description="Whether the rule and segment files in this API's RULES_DIR are "
+        "exactly what is live (false after a rollback, or while a draft waits to be published)."
+    )
+    files: list[FileStateOut] = Field(
+        description="Each file on disk or live, beside the other (email templates are not "
+        "deployed and not listed)."
+    )
 
 
 class ReloadOut(BaseModel):

@@ -39,13 +39,16 @@ class RuleDeployment(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    origin: Mapped[str] = mapped_column(String(16))  # startup | watch | api | cli | rollback
+    origin: Mapped[str] = mapped_column(String(16))  # startup|watch|api|cli|publish|rollback
     status: Mapped[str] = mapped_column(String(16))  # active | rejected
     # Hash over the files read (None for a rollback): an unchanged directory is a no-op.
     files_hash: Mapped[str | None] = mapped_column(String(64))
     version_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
     errors: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default="[]")
     note: Mapped[str | None] = mapped_column(Text)
+    # What `rules publish` checked before activating: the tests, the changes against
+    # what was live, and the backtest (service/rules/publish.py). None otherwise.
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
 Index(

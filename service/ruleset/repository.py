@@ -81,6 +81,7 @@ def add_deployment(
     version_ids: list[int],
     errors: list[dict[str, Any]],
     note: str | None = None,
+    summary: dict[str, Any] | None = None,
 ) -> RuleDeployment:
     deployment = RuleDeployment(
         origin=origin,
@@ -89,6 +90,7 @@ def add_deployment(
         version_ids=version_ids,
         errors=errors,
         note=note,
+        summary=summary,
     )
     session.add(deployment)
     session.flush()
