@@ -115,7 +115,7 @@ def status(directory: Path | None) -> None:
             if active.note:
                 click.echo(f"  {active.note}")
             for v in repository.versions(session, active.version_ids):
-                click.echo(f"  {v.name:30} v{v.version}  id {v.id}  {v.content_hash[:12]}")
+                click.echo(f"  {v.name:30} v{v.version:<3} id {v.id:<5} {v.content_hash[:12]}")
         states = live.states(session, directory=folder, deployment_id=active_id)
         _print_states(folder, states)
         last = repository.latest_deployment(session)

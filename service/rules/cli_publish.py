@@ -111,8 +111,9 @@ def _table(result: Comparison) -> None:
 def _customers(
     session: Session, result: Comparison, *, rule: str, limit: int, after: str | None
 ) -> None:
-    """One page of the customers `rule` reaches: id, with the files / live, identities
-    (contact details masked)."""
+    """One page of the customers `rule` reaches: id, with the files / live, and who
+    they are (user id, contact details masked; not device or order ids)."""
+    from service.events.identity import ANONYMOUS_ID, ORDER
     from service.profiles import repository as profiles_repository
     from service.profiles import service as profiles
 
@@ -125,7 +126,7 @@ def _customers(
     for customer_id, by_files, by_live in page:
         customer = profiles_repository.get_customer(session, customer_id)
         names = profiles.identities(session, customer) if customer else []
-        shown = " ".join(f"{kind}:{value}" for kind, value in names)
+        shown = " ".join(f"{k}:{v}" for k, v in names if k not in (ANONYMOUS_ID, ORDER))
         click.echo(f"{customer_id!s:36} {_yes(by_files):>5} {_yes(by_live):>5}  {shown}")
     if len(page) == limit and page[-1] != reached[-1]:
         click.echo(f"more: --after {page[-1][0]}")
@@ -173,6 +174,7 @@ def publish(
         for failure in failed.failures:
             click.echo(f"      {failure}")
     click.echo(f"tests: {tests.passed} passed, {tests.failed} failed")
+    click.echo(f"changes against live deployment {checked.live_id}:")
     for line in diff.lines(checked.changes):
         click.echo(line)
     click.echo(diff.summary(checked.changes))

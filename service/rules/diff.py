@@ -26,8 +26,9 @@ SEGMENT_FIELDS = ("version", "description", "events", "traits", "when", "tests")
 
 @dataclass(frozen=True)
 class FieldChange:
-    """One field that differs; `before`/`after` are given for a single value (a
-    priority, a delay, a version), not for lists and mappings (conditions, actions)."""
+    """One field that differs. Its values are shown when they are single and short (a
+    priority, a delay, a version), not for lists, mappings (conditions, actions) and
+    long texts (descriptions)."""
 
     name: str
     before: Any = None
@@ -151,7 +152,7 @@ def _whole(item: Loaded, change: str) -> FileChange:
 def _changed(old: Loaded, new: Loaded) -> FileChange:
     names = RULESET_FIELDS if isinstance(new, LoadedRuleset) else SEGMENT_FIELDS
     a, b = _dump(old.definition), _dump(new.definition)
-    fields = [FieldChange(n, a.get(n), b.get(n)) for n in names if a.get(n) != b.get(n)]
+    fields = list(_fields(a, b, names=names))
     if old.file != new.file:
         fields.insert(0, FieldChange("file", old.file, new.file))
     items: list[ItemChange] = []
@@ -208,14 +209,41 @@ def _items(kind: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> li
     return items
 
 
-def _fields(before: Any, after: Any) -> tuple[FieldChange, ...]:
+MOST_LEAVES = 3  # a field with more values changed is named, not detailed
+
+
+def _fields(
+    before: Any, after: Any, *, names: Iterable[str] | None = None
+) -> tuple[FieldChange, ...]:
+    """The fields that differ (all of them, or `names`), each down to the values that
+    changed inside it when they are few and single (`when.1.absent.within 24h → 12h`)."""
     if not isinstance(before, dict) or not isinstance(after, dict):
         return (FieldChange("value", before, after),)
-    return tuple(
-        FieldChange(name, before.get(name), after.get(name))
-        for name in [*before, *(n for n in after if n not in before)]
-        if before.get(name) != after.get(name)
-    )
+    found: list[FieldChange] = []
+    for name in names or [*before, *(n for n in after if n not in before)]:
+        old, new = before.get(name), after.get(name)
+        if old == new:
+            continue
+        leaves = list(_leaves(old, new, name))
+        if len(leaves) <= MOST_LEAVES and all(leaf.shown for leaf in leaves):
+            found += leaves
+        else:
+            found.append(FieldChange(name, old, new))
+    return tuple(found)
+
+
+def _leaves(before: Any, after: Any, path: str) -> Iterable[FieldChange]:
+    """Where two values differ: into mappings and into lists of the same length."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key in [*before, *(k for k in after if k not in before)]:
+            if before.get(key) != after.get(key):
+                yield from _leaves(before.get(key), after.get(key), f"{path}.{key}")
+    elif isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        for i, (old, new) in enumerate(zip(before, after, strict=True)):
+            if old != new:
+                yield from _leaves(old, new, f"{path}.{i}")
+    else:
+        yield FieldChange(path, before, after)
 
 
 def _by(values: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
@@ -223,12 +251,17 @@ def _by(values: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
 
 
 def _dump(definition: Any) -> dict[str, Any]:
-    dumped: dict[str, Any] = definition.model_dump(mode="json")
+    dumped: dict[str, Any] = definition.model_dump(mode="json", by_alias=True, exclude_none=True)
     return dumped
 
 
+SHORT = 40  # longer texts (descriptions) are named, not shown
+
+
 def _single(value: Any) -> bool:
-    return value is None or isinstance(value, str | int | float | bool)
+    if isinstance(value, str):
+        return len(value) <= SHORT
+    return value is None or isinstance(value, int | float | bool)
 
 
 def _show(value: Any) -> str:

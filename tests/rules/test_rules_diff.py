@@ -78,11 +78,29 @@ def test_a_changed_rule_names_its_fields_with_single_values_before_and_after() -
     assert [str(f) for f in change.fields] == ["version 1 → 2"]
     (rule,) = change.items
     assert (rule.kind, rule.name, rule.change) == ("rule", "cart_abandoned", "changed")
-    assert [str(f) for f in rule.fields] == ["priority 10 → 20", "when", "delay 24h → 48h"]
+    assert [str(f) for f in rule.fields] == [
+        "priority 10 → 20",
+        "when.0.profile.consent.marketing.eq True → False",
+        "delay 24h → 48h",
+    ]
     assert diff.lines([change]) == [
         "ruleset cart (cart.yaml): changed: version 1 → 2",
-        "  rule cart_abandoned: changed: priority 10 → 20, when, delay 24h → 48h",
+        "  rule cart_abandoned: changed: priority 10 → 20, "
+        "when.0.profile.consent.marketing.eq True → False, delay 24h → 48h",
     ]
+
+
+def test_a_condition_added_and_a_long_description_are_named_not_detailed() -> None:
+    after = edit(
+        ("    priority: 10\n", "    priority: 10\n    description: " + "long " * 10 + "\n"),
+        (
+            "      - profile.consent.marketing: true\n",
+            "      - profile.orders_count: {gte: 1}\n      - profile.consent.marketing: true\n",
+        ),
+    )
+    (change,) = diff.diff([ruleset()], [after])
+    (rule,) = change.items
+    assert [str(f) for f in rule.fields] == ["description", "when"]
 
 
 def test_rules_added_and_removed_and_a_limits_group_set() -> None:
@@ -106,7 +124,7 @@ def test_an_experiment_changed_shows_on_the_experiment_and_on_the_rule_it_target
     (change,) = diff.diff([ruleset()], [after])
     assert [(i.kind, i.name, [str(f) for f in i.fields]) for i in change.items] == [
         ("rule", "cart_abandoned", ["experiments (cart_offer)"]),
-        ("experiment", "cart_offer", ["variants"]),
+        ("experiment", "cart_offer", ["variants.1.delay (none) → 48h"]),
     ]
 
 
@@ -142,7 +160,10 @@ def test_a_segment_definition_changed() -> None:
     )
     (change,) = diff.diff([before], [after])
     assert (change.kind, change.change) == ("segment", "changed")
-    assert [str(f) for f in change.fields] == ["version 1 → 2", "when"]
+    assert [str(f) for f in change.fields] == [
+        "version 1 → 2",
+        "when.0.profile.total_spent.gte 500 → 800",
+    ]
 
 
 def test_the_record_of_a_change_is_plain_data() -> None:

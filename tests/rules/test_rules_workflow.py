@@ -157,7 +157,7 @@ def test_diff_prints_what_changes_against_live(
     assert lines[0] == f"files in {rules_dir} against live deployment {active}:"
     assert lines[1:] == [
         "ruleset cart_abandonment (cart_abandonment.yaml): changed: version 1 → 2",
-        "  rule cart_abandoned: changed: priority 10 → 20, when",
+        "  rule cart_abandoned: changed: priority 10 → 20, when.1.absent.within 24h → 48h",
         "ruleset thanks (thanks.yaml): added",
         "  rule order_thanks: added",
         "files: 1 added, 0 removed, 1 changed; rules: 1 added, 0 removed, 1 changed",
