@@ -153,7 +153,7 @@ def deployments(limit: int) -> None:
             mark = "*" if d.id == active_id else " "
             when = d.created_at.isoformat(timespec="seconds")
             why = d.note or (f"{len(d.errors)} error(s)" if d.errors else "")
-            click.echo(f"{mark}{d.id:>5}  {when}  {d.origin:9} {d.status:9} {why}")
+            click.echo(f"{mark}{d.id:>5}  {when}  {d.origin:9} {d.status:9} {why}".rstrip())
 
 
 @rules.command()

@@ -60,7 +60,10 @@ def reload(session: Session, *, directory: Path, origin: str) -> ReloadResult:
     repository.lock_deployments(session)
     digest = files_hash(directory)
     active_id = repository.active_deployment_id(session)
-    if live.is_live(session, directory=directory, deployment_id=active_id):
+    newest = repository.latest_deployment(session)
+    # After a rejected attempt, files that are live are recorded again: healthy again.
+    healthy = newest is not None and newest.status == DeploymentStatus.ACTIVE
+    if healthy and live.is_live(session, directory=directory, deployment_id=active_id):
         return ReloadResult(UNCHANGED, active_id, [])
     last = repository.latest_deployment(session, from_files=True)
     if last is not None and last.files_hash == digest:

@@ -25,6 +25,7 @@ from service.ruleset import repository
 from service.ruleset.models import RuleDeployment
 from service.ruleset.runtime import RUNTIME
 from service.settings import get_settings
+from service.vocabulary import DeploymentStatus
 
 ORIGIN = "publish"
 
@@ -83,6 +84,7 @@ class Review:
     segments: list[LoadedSegment]
     files_hash: str
     live_id: int | None  # the deployment the files were compared with
+    rejected_since: bool  # the newest attempt to change the rules was rejected
     tests: TestRun
     changes: list[diff.FileChange]
     backtest: simulate.Comparison | None  # None when there is nothing to compare
@@ -108,6 +110,8 @@ def review(session: Session, *, directory: Path, since: datetime, until: datetim
     rulesets, segments = load_all(directory)
     tests = run_tests(rulesets, segments, engine=RUNTIME.engine)
     live_id = repository.active_deployment_id(session)
+    newest = repository.latest_deployment(session)
+    rejected = newest is not None and newest.status == DeploymentStatus.REJECTED
     changes = diff.diff(live.loaded(session, live_id), [*rulesets, *segments])
     backtest = None
     if changes and not tests.failed:
@@ -119,17 +123,20 @@ def review(session: Session, *, directory: Path, since: datetime, until: datetim
             since=since,
             until=until,
         )
-    return Review(rulesets, segments, digest, live_id, tests, changes, backtest)
+    return Review(rulesets, segments, digest, live_id, rejected, tests, changes, backtest)
 
 
 def publish(
     session: Session, *, checked: Review, directory: Path, message: str | None = None
 ) -> RuleDeployment:
     """Activate the reviewed files, with the review in the deployment; Refused when a
-    test failed, nothing changes, or the files or the live rules changed since."""
+    test failed, nothing changes (and the newest attempt was not rejected), or the
+    files or the live rules changed since."""
     if checked.tests.failed:
         raise Refused(f"{checked.tests.failed} test(s) failed: nothing was published")
-    if not checked.changes:
+    if not checked.changes and not checked.rejected_since:
+        # (After a rejected attempt, the files that are live are recorded again, so
+        # that the status is healthy again.)
         raise Refused("nothing to publish: the files are what is live")
     repository.lock_deployments(session)
     if deployments.files_hash(directory) != checked.files_hash:

@@ -123,6 +123,24 @@ def test_after_a_rollback_status_says_the_files_differ_and_reload_deploys_them(
     assert rules("reload").stdout.startswith("unchanged")
 
 
+@pytest.mark.parametrize("command", ["reload", "publish"])
+def test_after_a_rejected_attempt_the_live_files_are_recorded_again(
+    session: Session, active: int, rules_dir: Path, command: str
+) -> None:
+    (rules_dir / "broken.yaml").write_text("ruleset: [unclosed\n")
+    assert rules("reload").exit_code == 1
+    assert rules("status").exit_code == 1  # the newest attempt was rejected
+    (rules_dir / "broken.yaml").unlink()  # the files are what is live again
+    done = rules(command, "--since", "1h") if command == "publish" else rules(command)
+    assert done.exit_code == 0, done.output
+    newest = repository.latest_deployment(session)
+    assert newest is not None
+    assert newest.status == "active"
+    assert newest.id != active
+    assert newest.version_ids == repository.get_deployment(session, active).version_ids
+    assert rules("status").exit_code == 0
+
+
 def test_status_lists_files_only_on_disk_and_only_live(
     session: Session, active: int, rules_dir: Path
 ) -> None:
