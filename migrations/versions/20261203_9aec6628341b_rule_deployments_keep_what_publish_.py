@@ -1,7 +1,7 @@
 """rule deployments keep what publish checked
 
 Revision ID: 9aec6628341b
-Revises: d8a80a71281a
+Revises: bcf3e5eb6a22
 Create Date: 2026-12-03 18:02:10.991470
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "9aec6628341b"
-down_revision: str | None = "d8a80a71281a"
+down_revision: str | None = "bcf3e5eb6a22"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
