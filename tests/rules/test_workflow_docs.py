@@ -15,7 +15,7 @@ from service.cli import main
 from service.language.engine import Engine
 from service.language.loader import load_all
 from service.rules import publish
-from tests.system.test_docs import commands, yaml_blocks
+from tests.support.docs import commands, yaml_blocks
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = ROOT / "docs" / "workflow.md"

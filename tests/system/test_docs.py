@@ -31,6 +31,7 @@ from service.language.experiments import (
 )
 from service.language.loader import load_all
 from service.rules.testing import run_file
+from tests.support.docs import commands, yaml_blocks
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "architecture.md"
@@ -47,19 +48,6 @@ def test_the_architecture_page_names_every_registered_job() -> None:
 
 
 # --- the experiments page ---------------------------------------------------------------
-
-
-def yaml_blocks(page: Path) -> list[tuple[int, str]]:
-    """Each ```yaml block of the page: its first line's number, its text."""
-    found, lines = [], page.read_text().splitlines()
-    start: int | None = None
-    for number, line in enumerate(lines, 1):
-        if start is None and line.strip() == "```yaml":
-            start = number
-        elif start is not None and line.strip() == "```":
-            found.append((start + 1, "\n".join(lines[start : number - 1]) + "\n"))
-            start = None
-    return found
 
 
 def rule_files(page: Path) -> list[tuple[int, str]]:
@@ -105,14 +93,6 @@ def test_each_rule_file_of_the_experiments_page_loads_and_its_tests_pass(
     assert loaded.definition.experiments, f"experiments.md:{number} declares no experiment"
     results = run_file(loaded, engine=Engine(), consent_defaults={})
     assert [(r.name, r.failures) for r in results if not r.passed] == []
-
-
-def commands(page: Path) -> list[list[str]]:
-    """`./dev …` and `personalize …` commands the page gives, as words up to a comment."""
-    found = []
-    for match in re.finditer(r"(?:\./dev|personalize) ([^`#\n]+)", page.read_text()):
-        found.append(match.group(1).split())
-    return found
 
 
 def test_every_command_and_option_on_the_experiments_page_exists() -> None:
