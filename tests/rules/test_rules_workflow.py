@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from service.auth.service import Scope
 from service.cli import main
+from service.language import emails, templates
 from service.rules import deployments, publish
 from service.ruleset import repository
 from service.ruleset.runtime import RUNTIME
@@ -330,6 +331,8 @@ def test_render_email_shows_what_the_customer_would_get_and_sends_nothing(
     missing = rules("render-email", "cart_reminder", "--customer", "user_id:nobody")
     assert missing.exit_code == 1
     assert "no profile matches 'user_id:nobody'" in missing.stderr
+    # What a template may read (checked by validate) is what the dispatch gives it.
+    assert set(templates.email_context({}, {})) == set(emails.ROOTS)
     unknown = rules("render-email", "nope", "--customer", "user_id:r1")
     assert unknown.exit_code == 1
     assert "no email template templates/nope.yaml" in unknown.stderr
