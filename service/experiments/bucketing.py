@@ -1,7 +1,8 @@
 """Deterministic assignment of a unit (a customer, an anonymous id) to an experiment's variant.
 
-Every caller (decisions, rule evaluation, the in-file tester) goes through `assign` or
-`assign_cell`, so a unit sees the same variant wherever it is asked.
+Every caller (decisions, rule evaluation, the in-file tester) goes through one
+experiment's `Bucketer` (declared.py), which answers as `assign` or `assign_cell` with
+every seed's bytes made once, so a unit sees the same variant wherever it is asked.
 
 The hash: `unit_hash(seed, unit_id)` is the first 8 bytes of SHA-256 of the UTF-8 text
 `seed + "/" + unit_id`, read as a big-endian unsigned integer and divided by 2**64, a
@@ -32,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -267,3 +269,70 @@ def assign_cell(*, design: Multivariate, unit_id: str) -> CellAssignment:
         for f in design.factors
     }
     return CellAssignment(exposure=Exposure.ASSIGNED, cell=cell_name(levels), levels=levels)
+
+
+# --- the same answers, each design's seeds made once -----------------------------------
+
+_FIRST_8_BYTES = struct.Struct(">Q").unpack_from  # int.from_bytes(digest[:8], "big")
+_SCALE = 2.0**64
+
+# A race made ready: (b"<seed>.<name>/", name, weight) for each variant (or level, or
+# cell) with a weight above 0, in order.
+Race = tuple[tuple[bytes, str, float], ...]
+
+
+def _race(seed: str, variants: Sequence[Variant]) -> Race:
+    return tuple((f"{seed}.{v.name}/".encode(), v.name, v.weight) for v in variants if v.weight > 0)
+
+
+def _run(race: Race, unit: bytes) -> str:
+    """`choose` over a made-ready race: `unit_hash` and the score computed alike."""
+    sha256, first_8_bytes, log1p = hashlib.sha256, _FIRST_8_BYTES, math.log1p
+    best_name, best_score = "", math.inf
+    for prefix, name, weight in race:
+        score = -log1p(-(first_8_bytes(sha256(prefix + unit).digest())[0] / _SCALE)) / weight
+        if score < best_score or not best_name:
+            best_name, best_score = name, score
+    return best_name
+
+
+@dataclass(frozen=True)
+class Bucketer:
+    """`assign` (an Experiment) or `assign_cell` (a Multivariate) for one design, as
+    (exposure, variant or cell name); the same hashes of the same bytes, with the seeds'
+    bytes, the races and the full-factorial cells' names made once, not at every call.
+    tests/experiments/test_bucketing.py holds it to the same answers."""
+
+    holdout: tuple[bytes, float] | None  # (b"<holdout seed>/", share)
+    coverage: tuple[bytes, float]  # (b"<seed>/", coverage)
+    races: tuple[Race, ...]  # the variants' (or cells') race; or one race per factor
+    cells: Mapping[tuple[str, ...], str] | None  # full factorial: levels → cell name
+
+    @classmethod
+    def of(cls, design: Experiment | Multivariate) -> Bucketer:
+        seed = design.hash_seed
+        holdout = (
+            (f"{design.holdout.seed}/".encode(), design.holdout.share) if design.holdout else None
+        )
+        coverage = (f"{seed}/".encode(), design.coverage)
+        if isinstance(design, Experiment):
+            return cls(holdout, coverage, (_race(seed, design.variants),), None)
+        if design.cells:
+            weighted = [Variant(c.name, c.weight) for c in design.cells]
+            return cls(holdout, coverage, (_race(seed, weighted),), None)
+        races = tuple(_race(f"{seed}.{f.name}", f.levels) for f in design.factors)
+        cells = {tuple(levels.values()): cell_name(levels) for levels in design.all_cells()}
+        return cls(holdout, coverage, races, cells)
+
+    def __call__(self, unit_id: str) -> tuple[Exposure, str | None]:
+        unit = unit_id.encode()
+        if self.holdout is not None:
+            prefix, share = self.holdout
+            if _FIRST_8_BYTES(hashlib.sha256(prefix + unit).digest())[0] / _SCALE < share:
+                return Exposure.HOLDOUT, None
+        prefix, coverage = self.coverage
+        if _FIRST_8_BYTES(hashlib.sha256(prefix + unit).digest())[0] / _SCALE >= coverage:
+            return Exposure.NOT_COVERED, None
+        if self.cells is None:
+            return Exposure.ASSIGNED, _run(self.races[0], unit)
+        return Exposure.ASSIGNED, self.cells[tuple(_run(race, unit) for race in self.races)]

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from service.experiments.bucketing import (
+    Bucketer,
     Cell,
     Experiment,
     Exposure,
@@ -23,8 +24,6 @@ from service.experiments.bucketing import (
     Holdout,
     Multivariate,
     Variant,
-    assign,
-    assign_cell,
     cell_name,
 )
 from service.language.engine import CompiledRule, CompiledRuleset
@@ -66,6 +65,11 @@ class Declared:
     design: Experiment | Multivariate
     changes: dict[str, Changes]  # variant (or cell) name → what it changes
     weights: dict[str, float]  # variant (or cell) name → its expected share
+    # The design's seeds made ready once: decisions bucket on every request.
+    bucket: Bucketer = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bucket", Bucketer.of(self.design))
 
     @property
     def key(self) -> str:
@@ -89,26 +93,18 @@ class Declared:
     ) -> Arm | None:
         """The unit's arm, or None when the experiment does not reach it. `pinned`
         (an in-file test's `variants:`) names the variant instead of the hash."""
-        kept = tuple(sorted(segments))
         if pinned and self.key in pinned:
             chosen = pinned[self.key]
-            return Arm(
-                self.key, chosen, SUPPRESS if chosen == HOLDOUT else self.changes[chosen], kept
-            )
+            changes = SUPPRESS if chosen == HOLDOUT else self.changes[chosen]
+            return Arm(self.key, chosen, changes, tuple(sorted(segments)))
         if not self.running(now) or (self.spec.segment and self.spec.segment not in segments):
             return None
-        name: str | None
-        if isinstance(self.design, Multivariate):
-            cell = assign_cell(design=self.design, unit_id=unit_id)
-            exposure, name = cell.exposure, cell.cell
-        else:
-            single = assign(experiment=self.design, unit_id=unit_id)
-            exposure, name = single.exposure, single.variant
-        if exposure == Exposure.HOLDOUT:
-            return Arm(self.key, HOLDOUT, SUPPRESS, kept)
-        if exposure == Exposure.NOT_COVERED or name is None:
-            return None
-        return Arm(self.key, name, self.changes[name], kept)
+        exposure, name = self.bucket(unit_id)
+        if exposure is Exposure.ASSIGNED and name is not None:
+            return Arm(self.key, name, self.changes[name], tuple(sorted(segments)))
+        if exposure is Exposure.HOLDOUT:
+            return Arm(self.key, HOLDOUT, SUPPRESS, tuple(sorted(segments)))
+        return None
 
 
 def declare(spec: ExperimentSpec, *, ruleset: str) -> Declared:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from datetime import UTC, datetime
 
 import pytest
 from scipy import stats
 
 from service.experiments.bucketing import (
+    Bucketer,
     Cell,
     Experiment,
     Exposure,
@@ -22,6 +24,8 @@ from service.experiments.bucketing import (
     unit_hash,
 )
 from service.experiments.checks import sample_ratio_mismatch
+from service.experiments.declared import HOLDOUT, declare
+from service.language.experiments import ExperimentSpec
 
 IDS = [f"user-{i}" for i in range(10_000)]
 
@@ -172,3 +176,74 @@ def test_invalid_definitions_are_refused() -> None:
     colour = Factor("colour", (Variant("red"),))
     with pytest.raises(ValueError, match="known level"):
         Multivariate(key="m", factors=(colour,), cells=(Cell("x", {"colour": "blue"}),))
+
+
+COLOUR = Factor("colour", (Variant("red"), Variant("blue", 0), Variant("green", 2.5)))
+SIZE = Factor("size", (Variant("small"), Variant("large", 3)))
+DESIGNS = {
+    "a/b/c": experiment(1, 1, 1),
+    "weights, a zero, coverage, holdout, seed": experiment(
+        5, 0, 2.5, coverage=0.7, holdout=Holdout(seed="shared.holdout", share=0.2), seed="s2"
+    ),
+    "full factorial, holdout": Multivariate(
+        key="grid", factors=(COLOUR, SIZE), holdout=Holdout(seed="h", share=0.1)
+    ),
+    "fractional, coverage": Multivariate(
+        key="grid",
+        factors=(COLOUR, SIZE),
+        cells=(
+            Cell("red-small", {"colour": "red", "size": "small"}),
+            Cell("green-large", {"size": "large", "colour": "green"}, weight=3),
+        ),
+        coverage=0.5,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", DESIGNS)
+def test_the_bucketer_answers_as_assign_and_assign_cell(name: str) -> None:
+    design = DESIGNS[name]
+    bucket = Bucketer.of(design)
+    for unit in [*IDS, "", "café-ü", "0" * 200]:
+        if isinstance(design, Multivariate):
+            cell = assign_cell(design=design, unit_id=unit)
+            expected = (cell.exposure, cell.cell)
+        else:
+            single = assign(experiment=design, unit_id=unit)
+            expected = (single.exposure, single.variant)
+        assert bucket(unit) == expected, unit
+
+
+def test_a_declared_experiment_gives_each_unit_its_arm() -> None:
+    spec = ExperimentSpec.model_validate(
+        {
+            "key": "hero",
+            "target": {"placement": "homepage_hero"},
+            "coverage": 0.8,
+            "holdout": {"share": 0.1},
+            "variants": [{"name": "a"}, {"name": "b", "content": "spring", "weight": 2}],
+        }
+    )
+    declared = declare(spec, ruleset="placements")
+    design = Experiment(
+        key="hero",
+        variants=(Variant("a"), Variant("b", 2)),
+        coverage=0.8,
+        holdout=Holdout(seed="hero.holdout", share=0.1),
+    )
+    seen: Counter[Exposure] = Counter()
+    for unit in IDS[:3000]:
+        arm = declared.arm(unit, segments=["vip", "new"], now=datetime.now(UTC))
+        expected = assign(experiment=design, unit_id=unit)
+        seen[expected.exposure] += 1
+        if expected.exposure == Exposure.NOT_COVERED:
+            assert arm is None
+            continue
+        assert arm is not None
+        assert arm.segments == ("new", "vip")
+        if expected.exposure == Exposure.HOLDOUT:
+            assert (arm.variant, arm.suppressed) == (HOLDOUT, True)
+        else:
+            assert arm.variant == expected.variant
+            assert arm.changes.content == ("spring" if arm.variant == "b" else None)
+    assert len(seen) == 3  # each way out and in was met
